@@ -1,0 +1,196 @@
+"""Sends the log to Kafka in ``outlet_seq`` order (SPEC rule 1, "What is promised").
+
+- Reads the log in pages (``forward_batch_max`` events): memory stays bounded
+  however large the backlog.
+- Marks a page forwarded only after the broker acknowledged every record of it
+  (``acks="all"``). A crash between the ack and the mark re-sends the same
+  records: same ``event_id`` and ``outlet_seq``, so the centre drops them as
+  duplicates (SPEC rule 2).
+- A failed page is re-sent whole after a capped exponential backoff with full
+  jitter, on a fresh producer. Never reordered: a page is sent only once the
+  previous one is acknowledged, and aiokafka keeps one request in flight per broker.
+- While draining a backlog, up to ``forward_pack_max`` consecutive events travel
+  in one record as a JSON array (``app.schema.encode_packed``'s format); a lone
+  live event is a plain JSON object. The key is always ``store_id``, so a
+  store's records share one partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from outlet_agent.config import OutletSettings
+from outlet_agent.log import EventLog, LogRecord
+from outlet_agent.metrics import OutletMetrics
+
+log = logging.getLogger(__name__)
+
+#: Kafka's default ``max.message.bytes`` is 1 MiB; a packed record stays below it.
+MAX_PACKED_BYTES = 512 * 1024
+
+#: exit status of the crash-test hook (``RETAIL_OUTLET_CRASH_AFTER_SEND``)
+CRASH_EXIT_CODE = 70
+
+ProducerFactory = Callable[[OutletSettings], Any]
+
+
+def make_producer(settings: OutletSettings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=f"outlet-{settings.store_id}",
+        acks="all",
+        # Tansu rejects InitProducerId; real Kafka may turn it on (a setting)
+        enable_idempotence=settings.enable_idempotence,
+        request_timeout_ms=int(settings.outlet_send_timeout_s * 1000),
+        retry_backoff_ms=100,
+        linger_ms=0,
+        max_batch_size=1 << 20,
+        max_request_size=1 << 20,
+    )
+
+
+def pack_records(page: Sequence[LogRecord], pack_max: int) -> list[tuple[bytes, int]]:
+    """Group consecutive events into record values: ``(value, events in it)``.
+
+    A page of one event (live traffic) is sent as that event's JSON object. In a
+    backlog, runs of up to ``pack_max`` events become one JSON array; the bytes
+    equal ``encode_packed`` of the same events (orjson's compact output joined),
+    without decoding and re-encoding each event.
+    """
+    if len(page) == 1 or pack_max <= 1:
+        return [(r.body, 1) for r in page]
+    out: list[tuple[bytes, int]] = []
+    chunk: list[bytes] = []
+    size = 0
+    for record in page:
+        if chunk and (len(chunk) >= pack_max or size + len(record.body) > MAX_PACKED_BYTES):
+            out.append(_packed(chunk))
+            chunk, size = [], 0
+        chunk.append(record.body)
+        size += len(record.body) + 1
+    if chunk:
+        out.append(_packed(chunk))
+    return out
+
+
+def _packed(bodies: list[bytes]) -> tuple[bytes, int]:
+    if len(bodies) == 1:
+        return bodies[0], 1
+    return b"[" + b",".join(bodies) + b"]", len(bodies)
+
+
+class Forwarder:
+    def __init__(
+        self,
+        settings: OutletSettings,
+        event_log: EventLog,
+        metrics: OutletMetrics,
+        *,
+        producer_factory: ProducerFactory = make_producer,
+    ) -> None:
+        self.settings = settings
+        self.log = event_log
+        self.metrics = metrics
+        self.connected = False
+        self._factory = producer_factory
+        self._producer: Any = None
+        self._key = settings.store_id.encode()
+        self._next_prune = 0.0
+
+    async def run(self) -> None:
+        """Forward forever; cancel the task to stop."""
+        failures = 0
+        try:
+            while True:
+                try:
+                    sent = await self._step()
+                except (KafkaError, TimeoutError, OSError) as exc:
+                    failures += 1
+                    self.connected = False
+                    self.metrics.broker_connected.set(0)
+                    self.metrics.error("forward")
+                    delay = self._backoff(failures)
+                    log.warning(
+                        "forwarder: send failed (%r); attempt %d, retrying in %.2fs",
+                        exc, failures, delay,
+                    )  # fmt: skip
+                    await self._drop_producer()
+                    await asyncio.sleep(delay)
+                    continue
+                failures = 0
+                if not sent:
+                    await self._idle()
+        finally:
+            await self._drop_producer()
+
+    def _backoff(self, failures: int) -> float:
+        s = self.settings
+        cap = min(s.outlet_backoff_max_s, s.outlet_backoff_min_s * 2 ** min(failures, 20))
+        return random.uniform(s.outlet_backoff_min_s, cap)  # full jitter, never below min
+
+    async def _idle(self) -> None:
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + self.settings.outlet_prune_interval_s
+            pruned = await self.log.prune(self.settings.retention_s)
+            if pruned:
+                log.info("forwarder: pruned %d forwarded events past retention", pruned)
+        self.log.new_events.clear()
+        if self.log.last_seq > self.log.forwarded_seq:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.log.new_events.wait(), timeout=1.0)
+
+    async def _step(self) -> int:
+        """Send the next page and mark it; the number of events forwarded."""
+        page = await self.log.read_page(self.log.forwarded_seq, self.settings.forward_batch_max)
+        if not page:
+            return 0
+        producer = await self._ensure_producer()
+        records = pack_records(page, self.settings.forward_pack_max)
+        topic = self.settings.events_topic
+        futures = [await producer.send(topic, value=value, key=self._key) for value, _ in records]
+        await asyncio.wait_for(asyncio.gather(*futures), self.settings.outlet_send_timeout_s)
+        if self.settings.outlet_crash_after_send:
+            # crash tests: the broker has the records, the log does not know yet
+            log.error("forwarder: crash hook after ack of seq %d", page[-1].seq)
+            os._exit(CRASH_EXIT_CODE)
+        await self.log.mark_forwarded(page[-1].seq)
+        self.connected = True
+        self.metrics.broker_connected.set(1)
+        self.metrics.forwarded.inc(len(page))
+        self.metrics.forward_records.inc(len(records))
+        return len(page)
+
+    async def _ensure_producer(self) -> Any:
+        if self._producer is None:
+            producer = self._factory(self.settings)
+            try:
+                await asyncio.wait_for(producer.start(), self.settings.outlet_send_timeout_s)
+            except BaseException:
+                await _stop_quietly(producer, self.settings.outlet_send_timeout_s)
+                raise
+            self._producer = producer
+        return self._producer
+
+    async def _drop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await _stop_quietly(producer, self.settings.outlet_send_timeout_s)
+
+
+async def _stop_quietly(producer: Any, wait_s: float) -> None:
+    """Stop a producer that may be wedged on a dead link, without waiting forever."""
+    try:
+        await asyncio.wait_for(producer.stop(), wait_s)
+    except (KafkaError, TimeoutError, OSError) as exc:
+        log.warning("forwarder: producer stop: %r", exc)

@@ -1,0 +1,681 @@
+"""The outlet's durable event log: SQLite in WAL mode with ``synchronous=FULL``.
+
+SPEC "What is promised": a 201 is sent only after the event's COMMIT returned,
+so an answered event survives a crash of the agent or of the machine.
+
+Group commit: requests put their events on a bounded queue; one writer task
+takes everything waiting (up to ``outlet_group_max`` events), writes it in ONE
+transaction and answers every request only after that COMMIT. Many requests
+share one fsync, which is what makes the log nearly as fast as the HTTP stack.
+
+``outlet_seq`` is assigned by the writer from an in-memory counter that only
+advances after a successful COMMIT, under a lock held for the whole group
+transaction: a failed group leaves no gap and no seq is ever reused (the last
+seq is also kept in ``meta`` so pruning can never make it go back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import aiosqlite
+import orjson
+
+from app.schema import Event, Line, TerminalEvent, encode_event, new_event_id, utc_now
+from outlet_agent.effects import fold, line_effect
+from outlet_agent.errors import OutletLogFull, OutletLogUnavailable, OutletOverloaded
+
+log = logging.getLogger(__name__)
+
+SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS events (
+    seq           INTEGER PRIMARY KEY,
+    event_id      TEXT NOT NULL,
+    client_txn_id TEXT NOT NULL UNIQUE,
+    content_hash  BLOB NOT NULL,
+    recorded_at   TEXT NOT NULL,
+    recorded_ts   REAL NOT NULL,
+    type          TEXT NOT NULL,
+    body          BLOB NOT NULL
+);
+-- one row per line, for the local stock view (signed delta, or the counted value)
+CREATE TABLE IF NOT EXISTS event_lines (
+    sku   TEXT NOT NULL,
+    seq   INTEGER NOT NULL,
+    line  INTEGER NOT NULL,
+    kind  TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (sku, seq, line)
+) WITHOUT ROWID;
+-- every sale ever accepted, never pruned: what a void reverses, and whether it was
+CREATE TABLE IF NOT EXISTS sales (
+    seq           INTEGER PRIMARY KEY,
+    event_id      TEXT NOT NULL UNIQUE,
+    client_txn_id TEXT NOT NULL UNIQUE,
+    lines         BLOB NOT NULL,
+    voided_seq    INTEGER
+);
+-- the view's starting point for each sku: pruned events folded in
+CREATE TABLE IF NOT EXISTS sku_base (
+    sku      TEXT PRIMARY KEY,
+    on_hand  INTEGER NOT NULL,
+    upto_seq INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tokens (
+    token_hash  TEXT PRIMARY KEY,
+    terminal_id TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    revoked_at  TEXT
+);
+"""
+
+PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=10000")
+
+#: SQLite's limit on ``?`` parameters is far higher, but big IN lists are slow.
+_IN_CHUNK = 500
+
+
+def content_hash(event: TerminalEvent) -> bytes:
+    """What a repeated ``client_txn_id`` is compared on (200 vs 409)."""
+    return hashlib.sha256(event.content_key()).digest()
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat().replace("+00:00", "Z")
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """201 (new) or 200 (the same ``client_txn_id`` and content again)."""
+
+    status: Literal[200, 201]
+    event_id: str
+    outlet_seq: int
+    recorded_at: str
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "outlet_seq": self.outlet_seq,
+            "recorded_at": self.recorded_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """409 (key reused for other content), 422 (invalid), 403 (another store), 413."""
+
+    status: int
+    detail: str
+    reasons: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"detail": self.detail}
+        if self.reasons:
+            out["reasons"] = list(self.reasons)
+        out.update(self.extra)
+        return out
+
+
+Outcome = Accepted | Rejected
+
+
+@dataclass(slots=True)
+class Submission:
+    """One terminal event waiting for the writer."""
+
+    event: TerminalEvent
+    terminal_id: str
+    content_hash: bytes
+    #: a void whose lines the writer fills from the sale named in ``ref``
+    fill_from_ref: bool = False
+
+
+@dataclass(slots=True)
+class _Request:
+    items: list[Submission]
+    future: asyncio.Future[list[Outcome]]
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """One retained event as the forwarder sends it."""
+
+    seq: int
+    event_id: str
+    recorded_ts: float
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LogStatus:
+    last_seq: int
+    forwarded_seq: int
+    backlog: int
+    oldest_unsent_age_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class LocalLines:
+    """What the log holds for one sku: the pruned base and the retained effects."""
+
+    base_on_hand: int
+    base_seq: int
+    effects: list[tuple[int, str, int]]  # (seq, kind, value) in seq order
+
+
+# --------------------------------------------------------------------------- the log
+
+
+class EventLog:
+    """The SQLite log: one writer connection (group commit) and reader connections.
+
+    Readers use their own connections, so they only ever see committed rows (WAL).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        store_id: str,
+        queue_max: int = 20_000,
+        group_max: int = 2_000,
+        on_group: Callable[[int], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.store_id = store_id
+        self.queue_max = queue_max
+        self.group_max = group_max
+        self.last_seq = 0
+        self.forwarded_seq = 0
+        self.groups_committed = 0
+        self._on_group = on_group
+        self.new_events = asyncio.Event()
+        self._queue: deque[_Request] = deque()
+        self._queued_events = 0
+        self._wakeup = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._forward_reader: aiosqlite.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await _connect(self.path)
+        await self._writer.executescript(SCHEMA_SQL)
+        self._reader = await _connect(self.path)
+        self._forward_reader = await _connect(self.path)
+        self.last_seq, self.forwarded_seq = await _read_counters(self._writer)
+        self._task = asyncio.create_task(self._write_loop(), name="outlet-log-writer")
+
+    async def close(self) -> None:
+        """Finish what is queued, stop the writer and close every connection.
+
+        aiosqlite's threads are not daemons: a connection left open hangs shutdown.
+        """
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        for conn in (self._forward_reader, self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._writer = self._reader = self._forward_reader = None
+
+    @property
+    def queued_events(self) -> int:
+        return self._queued_events
+
+    # ------------------------------------------------------------------ writing
+
+    def submit(self, items: list[Submission]) -> asyncio.Future[list[Outcome]]:
+        """Queue a request's events; the future resolves after their group's COMMIT.
+
+        The events of one request always share one transaction, so a batch post is
+        all durable or not at all. Raises :class:`OutletOverloaded` when the queue
+        is full (the API answers 503 with ``Retry-After``).
+        """
+        if self._closing:
+            raise OutletOverloaded("the outlet agent is shutting down")
+        if self._task is None or self._task.done():
+            raise OutletLogUnavailable("the outlet log writer is not running; restart the agent")
+        if self._queued_events + len(items) > self.queue_max and self._queued_events:
+            raise OutletOverloaded(f"{self._queued_events} events are waiting for the log")
+        future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Request(items, future))
+        self._queued_events += len(items)
+        self._wakeup.set()
+        return future
+
+    async def _write_loop(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            group = [self._queue.popleft()]
+            size = len(group[0].items)
+            while self._queue and size + len(self._queue[0].items) <= self.group_max:
+                request = self._queue.popleft()
+                group.append(request)
+                size += len(request.items)
+            self._queued_events -= size
+            try:
+                outcomes = await self._commit_group([s for r in group for s in r.items])
+            except (OutletLogFull, OutletLogUnavailable) as exc:
+                _fail(group, exc)
+                continue
+            except BaseException as exc:
+                # a bug, not bad input: answer the waiting requests, then crash loudly;
+                # ``submit`` refuses with 503 from now on and the supervisor restarts us
+                log.critical("outlet log writer died", exc_info=True)
+                _fail(group, OutletLogUnavailable(f"the outlet log writer died: {exc!r}"))
+                raise
+            i = 0
+            for request in group:
+                n = len(request.items)
+                if not request.future.done():  # the client may have gone away
+                    request.future.set_result(outcomes[i : i + n])
+                i += n
+
+    async def _commit_group(self, items: list[Submission]) -> list[Outcome]:
+        db = self._writer
+        assert db is not None
+        async with self._lock:
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                outcomes, last_seq = await self._write_group(db, items)
+                await db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await _rollback(db)
+                if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
+                    log.error("outlet log: disk full, %d events refused (503)", len(items))
+                    raise OutletLogFull(
+                        f"the outlet's disk is full ({exc}); free space on {self.path.parent}"
+                    ) from exc
+                log.error("outlet log: commit failed, %d events refused (503): %s", len(items), exc)
+                raise OutletLogUnavailable(f"the outlet log could not commit: {exc}") from exc
+            except BaseException:
+                await _rollback(db)
+                raise
+            # advanced only after COMMIT: a failed group leaves no gap (issue 4)
+            if last_seq != self.last_seq:
+                self.last_seq = last_seq
+                self.new_events.set()
+            self.groups_committed += 1
+        if self._on_group is not None:
+            self._on_group(len(items))
+        return outcomes
+
+    async def _write_group(
+        self, db: aiosqlite.Connection, items: list[Submission]
+    ) -> tuple[list[Outcome], int]:
+        known = await _existing_txns(db, [s.event.client_txn_id for s in items])
+        refs = [s.event.ref for s in items if s.fill_from_ref and s.event.ref]
+        sales = await _sales_by_ref(db, refs) if refs else {}
+        now = utc_now()
+        recorded_at = _iso(now)
+        recorded_ts = now.timestamp()
+        seq = self.last_seq
+        outcomes: list[Outcome] = []
+        event_rows: list[tuple[Any, ...]] = []
+        line_rows: list[tuple[Any, ...]] = []
+        sale_rows: list[tuple[Any, ...]] = []
+        void_rows: list[tuple[int, int]] = []
+        for item in items:
+            ev = item.event
+            prior = known.get(ev.client_txn_id)
+            if prior is not None:
+                outcomes.append(_repeat(prior, item.content_hash))
+                continue
+            lines = ev.lines
+            if item.fill_from_ref:
+                sale = sales.get(ev.ref or "")
+                if sale is None:
+                    outcomes.append(_invalid(f"ref: no sale {ev.ref!r} in this outlet's log"))
+                    continue
+                if sale.voided_seq is not None:
+                    outcomes.append(
+                        _invalid(f"ref: sale {ev.ref!r} was already voided (seq {sale.voided_seq})")
+                    )
+                    continue
+                lines = sale.lines
+            seq += 1
+            event = Event(
+                event_id=new_event_id(),
+                type=ev.type,
+                store_id=self.store_id,
+                terminal_id=item.terminal_id,
+                outlet_seq=seq,
+                client_txn_id=ev.client_txn_id,
+                occurred_at=ev.occurred_at,
+                recorded_at=now,
+                lines=lines,
+                ref=ev.ref,
+                reason=ev.reason,
+            )
+            answer = Accepted(201, event.event_id, seq, recorded_at)
+            known[ev.client_txn_id] = _Prior(item.content_hash, answer)
+            outcomes.append(answer)
+            event_rows.append(
+                (
+                    seq,
+                    event.event_id,
+                    ev.client_txn_id,
+                    item.content_hash,
+                    recorded_at,
+                    recorded_ts,
+                    ev.type,
+                    encode_event(event),
+                )
+            )
+            for n, line in enumerate(lines):
+                kind, value = line_effect(ev.type, line.qty)
+                line_rows.append((line.sku, seq, n, kind, value))
+            if ev.type == "sale":
+                packed = _pack_lines(lines)
+                sale_rows.append((seq, event.event_id, ev.client_txn_id, packed))
+                sale_ref = _Sale(seq, lines, None)
+                sales[event.event_id] = sales[ev.client_txn_id] = sale_ref
+            elif item.fill_from_ref:
+                sale = sales[ev.ref or ""]
+                sale.voided_seq = seq
+                void_rows.append((seq, sale.seq))
+        if event_rows:
+            await db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?)", event_rows)
+            await db.executemany("INSERT INTO event_lines VALUES (?,?,?,?,?)", line_rows)
+            if sale_rows:
+                await db.executemany(
+                    "INSERT INTO sales (seq, event_id, client_txn_id, lines) VALUES (?,?,?,?)",
+                    sale_rows,
+                )
+            if void_rows:
+                await db.executemany("UPDATE sales SET voided_seq = ? WHERE seq = ?", void_rows)
+            await db.execute(
+                "INSERT INTO meta VALUES ('last_seq', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (seq,),
+            )
+        return outcomes, seq
+
+    # ------------------------------------------------------------------ forwarding
+
+    async def read_page(self, after: int, limit: int) -> list[LogRecord]:
+        """The next ``limit`` retained events after seq ``after``, in seq order."""
+        db = self._forward_reader
+        assert db is not None
+        async with db.execute(
+            "SELECT seq, event_id, recorded_ts, body FROM events WHERE seq > ? "
+            "ORDER BY seq LIMIT ?",
+            (after, limit),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [LogRecord(int(r[0]), str(r[1]), float(r[2]), bytes(r[3])) for r in rows]
+
+    async def mark_forwarded(self, seq: int) -> None:
+        """Record that every event up to ``seq`` was acknowledged by the broker."""
+        db = self._writer
+        assert db is not None
+        async with self._lock:
+            await db.execute(
+                "INSERT INTO meta VALUES ('forwarded_seq', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (seq,),
+            )
+        self.forwarded_seq = seq
+
+    async def prune(self, retention_s: float, *, chunk: int = 5_000) -> int:
+        """Delete forwarded events older than ``retention_s``; never an unacked one.
+
+        Their effects are folded into ``sku_base`` in the same transaction, so the
+        local view computed from the log alone stays right. Sales stay indexed.
+        """
+        db = self._writer
+        assert db is not None
+        cutoff = time.time() - retention_s
+        pruned = 0
+        while True:
+            async with self._lock:
+                async with db.execute(
+                    "SELECT MAX(seq) FROM (SELECT seq FROM events WHERE seq <= ? "
+                    "AND recorded_ts < ? ORDER BY seq LIMIT ?)",
+                    (self.forwarded_seq, cutoff, chunk),
+                ) as cur:
+                    row = await cur.fetchone()
+                upto = int(row[0]) if row and row[0] is not None else 0
+                if not upto:
+                    return pruned
+                try:
+                    await db.execute("BEGIN IMMEDIATE")
+                    await _fold_into_base(db, upto)
+                    async with db.execute("DELETE FROM events WHERE seq <= ?", (upto,)) as cur:
+                        pruned += cur.rowcount
+                    await db.execute("DELETE FROM event_lines WHERE seq <= ?", (upto,))
+                    await db.execute("COMMIT")
+                except sqlite3.OperationalError:
+                    await _rollback(db)
+                    raise
+
+    # ------------------------------------------------------------------ reading
+
+    async def status(self) -> LogStatus:
+        db = self._reader
+        assert db is not None
+        age = 0.0
+        if self.last_seq > self.forwarded_seq:
+            async with db.execute(
+                "SELECT recorded_ts FROM events WHERE seq > ? ORDER BY seq LIMIT 1",
+                (self.forwarded_seq,),
+            ) as cur:
+                row = await cur.fetchone()
+            if row is not None:
+                age = max(0.0, time.time() - float(row[0]))
+        return LogStatus(
+            last_seq=self.last_seq,
+            forwarded_seq=self.forwarded_seq,
+            backlog=self.last_seq - self.forwarded_seq,
+            oldest_unsent_age_s=round(age, 3),
+        )
+
+    async def local_lines(self, sku: str, after_seq: int = 0) -> LocalLines:
+        """The retained effects on ``sku`` with seq > ``after_seq``, and the pruned base."""
+        db = self._reader
+        assert db is not None
+        async with db.execute(
+            "SELECT on_hand, upto_seq FROM sku_base WHERE sku = ?", (sku,)
+        ) as cur:
+            base = await cur.fetchone()
+        async with db.execute(
+            "SELECT seq, kind, value FROM event_lines WHERE sku = ? AND seq > ? ORDER BY seq, line",
+            (sku, after_seq),
+        ) as cur:
+            rows = await cur.fetchall()
+        return LocalLines(
+            base_on_hand=int(base[0]) if base else 0,
+            base_seq=int(base[1]) if base else 0,
+            effects=[(int(r[0]), str(r[1]), int(r[2])) for r in rows],
+        )
+
+    async def token_terminal(self, token_hash: str) -> str | None:
+        """The terminal a (hashed) token belongs to, unless unknown or revoked."""
+        db = self._reader
+        assert db is not None
+        async with db.execute(
+            "SELECT terminal_id FROM tokens WHERE token_hash = ? AND revoked_at IS NULL",
+            (token_hash,),
+        ) as cur:
+            row = await cur.fetchone()
+        return str(row[0]) if row else None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@dataclass(slots=True)
+class _Prior:
+    content_hash: bytes
+    answer: Accepted
+
+
+@dataclass(slots=True)
+class _Sale:
+    seq: int
+    lines: tuple[Line, ...]
+    voided_seq: int | None
+
+
+def _fail(group: list[_Request], exc: BaseException) -> None:
+    for request in group:
+        if not request.future.done():
+            request.future.set_exception(exc)
+
+
+def _repeat(prior: _Prior, digest: bytes) -> Outcome:
+    if prior.content_hash == digest:
+        a = prior.answer
+        return Accepted(200, a.event_id, a.outlet_seq, a.recorded_at)
+    return Rejected(
+        409,
+        "client_txn_id was already used for an event with other content; "
+        "send a new client_txn_id for a new event",
+        extra={"event_id": prior.answer.event_id, "outlet_seq": prior.answer.outlet_seq},
+    )
+
+
+def _invalid(reason: str) -> Rejected:
+    return Rejected(422, "invalid event", (reason,))
+
+
+def _pack_lines(lines: Iterable[Line]) -> bytes:
+    return orjson.dumps([[ln.sku, ln.qty, ln.unit_price_cents] for ln in lines])
+
+
+def _unpack_lines(raw: bytes) -> tuple[Line, ...]:
+    return tuple(Line(sku=s, qty=q, unit_price_cents=p) for s, q, p in orjson.loads(raw))
+
+
+def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
+    for i in range(0, len(values), _IN_CHUNK):
+        yield values[i : i + _IN_CHUNK]
+
+
+async def _existing_txns(db: aiosqlite.Connection, txn_ids: list[str]) -> dict[str, _Prior]:
+    out: dict[str, _Prior] = {}
+    for chunk in _chunks(txn_ids):
+        marks = ",".join("?" * len(chunk))
+        async with db.execute(
+            "SELECT client_txn_id, content_hash, event_id, seq, recorded_at FROM events "
+            f"WHERE client_txn_id IN ({marks})",
+            tuple(chunk),
+        ) as cur:
+            for txn, digest, event_id, seq, recorded_at in await cur.fetchall():
+                out[txn] = _Prior(bytes(digest), Accepted(201, event_id, int(seq), recorded_at))
+    return out
+
+
+async def _sales_by_ref(db: aiosqlite.Connection, refs: list[str]) -> dict[str, _Sale]:
+    """Sales named by event_id or client_txn_id, each under both keys (one object)."""
+    out: dict[str, _Sale] = {}
+    for chunk in _chunks(refs):
+        marks = ",".join("?" * len(chunk))
+        async with db.execute(
+            "SELECT seq, event_id, client_txn_id, lines, voided_seq FROM sales "
+            f"WHERE event_id IN ({marks}) OR client_txn_id IN ({marks})",
+            (*chunk, *chunk),
+        ) as cur:
+            for seq, event_id, txn, lines, voided in await cur.fetchall():
+                sale = _Sale(int(seq), _unpack_lines(bytes(lines)), voided)
+                out[event_id] = out[txn] = sale
+    return out
+
+
+async def _fold_into_base(db: aiosqlite.Connection, upto: int) -> None:
+    async with db.execute(
+        "SELECT sku, kind, value FROM event_lines WHERE seq <= ? ORDER BY sku, seq, line",
+        (upto,),
+    ) as cur:
+        rows = await cur.fetchall()
+    by_sku: dict[str, list[tuple[str, int]]] = {}
+    for sku, kind, value in rows:
+        by_sku.setdefault(str(sku), []).append((str(kind), int(value)))
+    for sku, effects in by_sku.items():
+        async with db.execute("SELECT on_hand FROM sku_base WHERE sku = ?", (sku,)) as cur:
+            row = await cur.fetchone()
+        on_hand = fold(int(row[0]) if row else 0, effects)
+        await db.execute(
+            "INSERT INTO sku_base VALUES (?,?,?) ON CONFLICT (sku) DO UPDATE "
+            "SET on_hand = excluded.on_hand, upto_seq = excluded.upto_seq",
+            (sku, on_hand, upto),
+        )
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    db = await aiosqlite.connect(path, isolation_level=None)
+    for pragma in PRAGMAS:
+        await db.execute(pragma)
+    return db
+
+
+async def _read_counters(db: aiosqlite.Connection) -> tuple[int, int]:
+    async with db.execute("SELECT key, value FROM meta") as cur:
+        meta = {str(k): int(v) for k, v in await cur.fetchall()}
+    async with db.execute("SELECT MAX(seq) FROM events") as cur:
+        row = await cur.fetchone()
+    max_seq = int(row[0]) if row and row[0] is not None else 0
+    return max(meta.get("last_seq", 0), max_seq), meta.get("forwarded_seq", 0)
+
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    try:
+        await db.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:  # SQLite may already have rolled back
+        log.warning("outlet log: rollback: %s", exc)
+
+
+def open_sync(path: Path) -> sqlite3.Connection:
+    """A plain sqlite3 connection for the CLI (tokens, status, replay)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None)
+    for pragma in PRAGMAS:
+        db.execute(pragma)
+    db.executescript(SCHEMA_SQL)
+    return db
+
+
+__all__ = [
+    "Accepted",
+    "EventLog",
+    "LocalLines",
+    "LogRecord",
+    "LogStatus",
+    "Outcome",
+    "Rejected",
+    "Submission",
+    "content_hash",
+    "open_sync",
+]

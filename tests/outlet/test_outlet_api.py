@@ -1,0 +1,241 @@
+"""The terminals' API in process (httpx ASGI transport) against a temp SQLite log."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import orjson
+
+from app.schema import decode_record, encode_packed, parse_event
+from outlet_agent.forwarder import pack_records
+from outlet_agent.log import LogRecord
+
+from .conftest import STORE, Agent, AgentFactory, make_event
+
+
+async def test_sale_is_durable_and_numbered(agent: Agent) -> None:
+    r = await agent.post(make_event(qty=2))
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["outlet_seq"] == 1
+    assert set(body) == {"event_id", "outlet_seq", "recorded_at"}
+    with agent.db() as db:
+        (raw,) = db.execute("SELECT body FROM events WHERE seq = 1").fetchone()
+    event = parse_event(orjson.loads(raw))
+    assert event.store_id == STORE and event.terminal_id == "T1"
+    assert event.event_id == body["event_id"]
+
+
+async def test_same_key_same_content_gives_first_answer(agent: Agent) -> None:
+    event = make_event()
+    first = await agent.post(event)
+    again = await agent.post(event)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json() == first.json()
+    other = await agent.post({**event, "lines": [{"sku": "SKU-1", "qty": 5}]})
+    assert other.status_code == 409
+    assert other.json()["outlet_seq"] == first.json()["outlet_seq"]
+
+
+async def test_auth(agent: Agent) -> None:
+    event = make_event()
+    assert (await agent.client.post("/v1/events", json=event)).status_code == 401
+    bad = {"Authorization": "Bearer rt_nope"}
+    assert (await agent.client.post("/v1/events", json=event, headers=bad)).status_code == 401
+    basic = {"Authorization": "Basic abc"}
+    assert (await agent.client.post("/v1/events", json=event, headers=basic)).status_code == 401
+
+
+async def test_tokens_are_stored_hashed_and_revocable(agent: Agent) -> None:
+    with agent.db() as db:
+        rows = db.execute("SELECT token_hash, terminal_id FROM tokens").fetchall()
+    assert rows == [(hashlib.sha256(agent.token.encode()).hexdigest(), "T1")]
+    assert agent.token not in agent.settings.outlet_db_path.read_bytes().decode("latin-1")
+    from outlet_agent.log import open_sync
+    from outlet_agent.tokens import revoke_tokens
+
+    db2 = open_sync(agent.settings.outlet_db_path)
+    assert revoke_tokens(db2, terminal_id="T1") == 1
+    db2.close()
+    assert (await agent.post(make_event())).status_code == 401
+
+
+async def test_other_store_is_forbidden(agent: Agent) -> None:
+    r = await agent.post(make_event(store_id="S2"))
+    assert r.status_code == 403
+    assert (await agent.post(make_event(store_id=STORE))).status_code == 201
+
+
+async def test_too_large(agent: Agent) -> None:
+    big = make_event(reason="x" * (agent.settings.max_event_bytes + 10))
+    assert (await agent.post(big)).status_code == 413
+    huge = b"x" * (agent.settings.outlet_max_body_bytes + 10)
+    r = await agent.client.post("/v1/events", content=huge, headers=agent.auth)
+    assert r.status_code == 413
+
+
+async def test_invalid_lists_every_reason(agent: Agent) -> None:
+    r = await agent.post({"type": "sael", "lines": [{"sku": "", "qty": -1}]})
+    assert r.status_code == 422
+    reasons = r.json()["reasons"]
+    assert any(x.startswith("type") for x in reasons)
+    assert any(x.startswith("client_txn_id") for x in reasons)
+    assert any(x.startswith("occurred_at") for x in reasons)
+    assert any("lines[0].sku" in x for x in reasons)
+    assert any("lines[0].qty" in x for x in reasons)
+    for junk in (b"not json", b"[]", b"null", b'"x"', b"{}"):
+        r = await agent.client.post("/v1/events", content=junk, headers=agent.auth)
+        assert r.status_code == 422, junk
+        assert r.json()["reasons"]
+
+
+async def test_batch_answers_each_item(agent: Agent) -> None:
+    dup = make_event()
+    assert (await agent.post(dup)).status_code == 201
+    events = [make_event(), dup, {"type": "sale"}, make_event(store_id="S9"), make_event()]
+    r = await agent.post({"events": events})
+    assert r.status_code == 201
+    results = r.json()["results"]
+    assert [x["status"] for x in results] == [201, 200, 422, 403, 201]
+    assert results[0]["outlet_seq"] == 2 and results[4]["outlet_seq"] == 3
+    r = await agent.post({"events": [dup]})
+    assert r.status_code == 200
+    r = await agent.post({"events": [{"type": "x"}]})
+    assert r.status_code == 422
+    for bad in ({"events": []}, {"events": "x"}, {"events": [make_event()] * 5000}):
+        assert (await agent.post(bad)).status_code in (413, 422)
+
+
+async def test_concurrent_posts_share_group_commits_gap_free(agent: Agent) -> None:
+    events = [make_event() for _ in range(300)]
+    answers = await asyncio.gather(*(agent.post(e) for e in events))
+    assert all(a.status_code == 201 for a in answers)
+    seqs = sorted(a.json()["outlet_seq"] for a in answers)
+    assert seqs == list(range(1, 301))
+    log = agent.app.state.outlet.log
+    assert log.groups_committed < 300  # many requests shared a commit
+
+
+async def test_void_takes_the_sale_lines(agent: Agent) -> None:
+    sale = make_event(
+        lines=[{"sku": "A", "qty": 2}, {"sku": "B", "qty": 1, "unit_price_cents": 99}]
+    )
+    created = (await agent.post(sale)).json()
+    r = await agent.post(make_event("void", ref=created["event_id"], lines=None))
+    assert r.status_code == 201, r.text
+    with agent.db() as db:
+        (raw,) = db.execute("SELECT body FROM events WHERE seq = 2").fetchone()
+    void = parse_event(orjson.loads(raw))
+    assert [(x.sku, x.qty, x.unit_price_cents) for x in void.lines] == [
+        ("A", 2, None),
+        ("B", 1, 99),
+    ]
+    again = await agent.post(make_event("void", ref=sale["client_txn_id"], lines=None))
+    assert again.status_code == 422
+    assert "already voided" in again.json()["reasons"][0]
+    unknown = await agent.post(make_event("void", ref="no-such-sale", lines=None))
+    assert unknown.status_code == 422
+    assert "no sale" in unknown.json()["reasons"][0]
+
+
+async def test_void_in_the_same_batch_as_its_sale(agent: Agent) -> None:
+    sale = make_event(sku="C", qty=3)
+    void = make_event("void", ref=sale["client_txn_id"], lines=None)
+    void2 = make_event("void", ref=sale["client_txn_id"], lines=None)
+    r = await agent.post({"events": [sale, void, void2]})
+    assert [x["status"] for x in r.json()["results"]] == [201, 201, 422]
+    assert (await agent.client.get("/v1/stock/C")).json()["on_hand"] == 0
+
+
+async def test_disk_full_is_503_and_nothing_half_written(agent_factory: AgentFactory) -> None:
+    agent: Agent = await agent_factory()
+    assert (await agent.post(make_event())).status_code == 201
+    log = agent.app.state.outlet.log
+    writer = log._writer
+    (pages,) = await (await writer.execute("PRAGMA page_count")).fetchone()
+    await writer.execute(f"PRAGMA max_page_count = {pages}")
+    big = [
+        make_event(lines=[{"sku": f"S{i}-{j}", "qty": 1} for j in range(400)]) for i in range(20)
+    ]
+    r = await agent.post({"events": big})
+    assert r.status_code == 503
+    assert r.headers["Retry-After"]
+    with agent.db() as db:
+        assert db.execute("SELECT COUNT(*) FROM events").fetchone() == (1,)
+        assert db.execute("SELECT COUNT(*) FROM event_lines").fetchone() == (1,)
+    await writer.execute("PRAGMA max_page_count = 1073741823")
+    r = await agent.post(make_event())
+    assert r.status_code == 201
+    assert r.json()["outlet_seq"] == 2  # no gap after the failed group
+
+
+async def test_full_write_queue_is_503(agent_factory: AgentFactory) -> None:
+    agent: Agent = await agent_factory(outlet_write_queue_max=5)
+    answers = await asyncio.gather(
+        *(agent.post({"events": [make_event() for _ in range(4)]}) for _ in range(10))
+    )
+    codes = [a.status_code for a in answers]
+    assert 503 in codes and 201 in codes
+    assert all(a.headers.get("Retry-After") for a in answers if a.status_code == 503)
+
+
+async def test_seq_survives_restart_and_prune(agent_factory: AgentFactory) -> None:
+    agent: Agent = await agent_factory(retention_s=0)
+    for _ in range(3):
+        assert (await agent.post(make_event(sku="P", qty=1))).status_code == 201
+    log = agent.app.state.outlet.log
+    await log.mark_forwarded(3)
+    assert await log.prune(0) == 3
+    assert (await agent.client.get("/v1/stock/P")).json()["on_hand"] == -3
+    r = await agent.post(make_event())
+    assert r.json()["outlet_seq"] == 4
+
+
+async def test_status_and_metrics(agent: Agent) -> None:
+    await agent.post(make_event())
+    await agent.post(make_event())
+    status = (await agent.client.get("/v1/status")).json()
+    assert status == {
+        "store_id": STORE,
+        "last_seq": 2,
+        "forwarded_seq": 0,
+        "backlog": 2,
+        "oldest_unsent_age_s": status["oldest_unsent_age_s"],
+        "broker_connected": False,
+    }
+    text = (await agent.client.get("/metrics")).text
+    assert 'outlet_events_accepted_total{store_id="S1"} 2.0' in text
+    assert 'outlet_backlog_events{store_id="S1"} 2.0' in text
+    assert (await agent.client.get("/health")).status_code == 200
+    doc = (await agent.client.get("/openapi.json")).json()
+    assert doc["openapi"].startswith("3.")
+
+
+def test_packed_records_equal_encode_packed() -> None:
+    from datetime import UTC, datetime
+
+    from app.schema import Event, Line, encode_event
+
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+    events = [
+        Event(
+            f"00000000-0000-0000-0000-00000000000{i}",
+            "sale",
+            STORE,
+            "T1",
+            i,
+            f"t{i}",
+            now,
+            now,
+            (Line("A", i),),
+        )
+        for i in range(1, 6)
+    ]
+    page = [LogRecord(e.outlet_seq, e.event_id, 0.0, encode_event(e)) for e in events]
+    records = pack_records(page, 3)
+    assert [n for _, n in records] == [3, 2]
+    assert records[0][0] == encode_packed(events[:3])
+    decoded = [e for value, _ in records for e in decode_record(value)]
+    assert [e.outlet_seq for e in decoded] == [1, 2, 3, 4, 5]  # type: ignore[union-attr]
+    assert pack_records(page[:1], 3) == [(page[0].body, 1)]
