@@ -1,0 +1,44 @@
+# Retail sync: `make help` lists the targets.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help:  ## list the targets
+	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: setup
+setup:  ## create .venv and install the project with its dev tools
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[dev]'
+
+.PHONY: run
+run:  ## embedded stack + one worker + two outlet agents + gentle simulated sales (Ctrl-C stops all)
+	$(BIN)/python -m devstack run
+
+.PHONY: test
+test:  ## the whole test suite (starts its own broker and PostgreSQL)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: lint
+lint:  ## ruff + mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+.PHONY: fmt
+fmt:  ## format and auto-fix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+.PHONY: bench-outlet
+bench-outlet:  ## outlet agent: durable accepts/s vs no-log ceiling, latency, drain
+	$(BIN)/python -m bench.outlet_bench
+
+.PHONY: clean
+clean:  ## remove local state (.data, .devstack)
+	rm -rf .data .devstack

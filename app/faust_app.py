@@ -1,0 +1,135 @@
+"""Build the Faust application: topics, tables, agents and web views.
+
+``faust -A app worker -l info`` finds it through ``app.app`` (see
+``app/__init__.py``); everything is wired from one :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import faust
+
+from agents.apply import Applier
+from agents.sink import PostgresSink
+from app.logging_setup import quiet_libraries
+from app.settings import Settings, get_settings
+from app.topics import Topics, define_topics
+from tables.state import StateCache, Tables, define_tables
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Central:
+    """Everything a view or a test needs to reach inside a worker."""
+
+    app: faust.App
+    settings: Settings
+    topics: Topics
+    tables: Tables
+    cache: StateCache
+    applier: Applier
+    sink: PostgresSink
+
+
+def make_faust_app(settings: Settings) -> faust.App:
+    worker_dir = settings.data_dir / "worker"
+    worker_dir.mkdir(parents=True, exist_ok=True)
+    return faust.App(
+        settings.app_id,
+        broker=settings.kafka_brokers,
+        store="rocksdb://",
+        datadir=str(worker_dir),
+        processing_guarantee=settings.processing_guarantee,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        table_standby_replicas=settings.table_standby_replicas,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        canonical_url=f"http://{settings.web_host}:{settings.web_port}",
+        broker_session_timeout=settings.broker_session_timeout_s,
+        broker_heartbeat_interval=settings.broker_heartbeat_interval_s,
+        broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_linger=0.005,
+        producer_max_batch_size=512 * 1024,
+        stream_wait_empty=False,
+        web_enabled=True,
+    )
+
+
+def build(settings: Settings) -> Central:
+    quiet_libraries("warning" if settings.log_level.lower() != "debug" else "info")
+    app = make_faust_app(settings)
+    topics = define_topics(app, settings)
+    tables = define_tables(
+        app, partitions=settings.topic_partitions, standby=settings.table_standby_replicas
+    )
+    cache = StateCache(tables)
+    applier = Applier(settings, topics, tables, cache)
+    sink = PostgresSink(settings)
+    central = Central(app, settings, topics, tables, cache, applier, sink)
+
+    @app.agent(topics.events, name="apply")
+    async def apply(stream: Any) -> None:
+        async for batch in stream.noack_take(
+            settings.apply_batch_max, settings.apply_batch_within_s
+        ):
+            await applier.process(batch)
+            for event in batch:
+                await stream.ack(event)
+
+    if settings.sink_enabled:
+
+        @app.agent(
+            app.topic(
+                topics.applied.get_topic_name(),
+                topics.dead_letters.get_topic_name(),
+                key_serializer="raw",
+                value_serializer="raw",
+            ),
+            name="sink",
+        )
+        async def sink_agent(stream: Any) -> None:
+            async for batch in stream.noack_take(
+                settings.sink_batch_max, settings.sink_batch_within_s
+            ):
+                await sink.write(batch)
+                for event in batch:
+                    await stream.ack(event)
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def drop_cache(sender: Any, *args: Any, **kwargs: Any) -> None:
+        # another worker may now own some of our keys: reread from the tables
+        cache.clear()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def prepare_producer() -> None:
+        # Faust's ProducerBuffer stalls input at 100 pending sends ("producer
+        # buffer full"); a batch writes far more than that before it waits.
+        app.producer.buffer.max_messages = 100_000
+        # Output topics are only written to: declare them so the producer
+        # knows their partitions before the first batch needs them.
+        for topic in (topics.dead_letters, topics.applied, topics.transfers, topics.sku_stock,
+                      topics.reservations):  # fmt: skip
+            await topic.maybe_declare()
+
+    from app.web.views import register_views
+
+    register_views(central)
+    return central
+
+
+@lru_cache(maxsize=1)
+def get_central() -> Central:
+    return build(get_settings())
+
+
+def get_app() -> faust.App:
+    return get_central().app

@@ -1,0 +1,1 @@
+"""The central HTTP API and dashboard, served by every Faust worker."""

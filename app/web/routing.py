@@ -1,0 +1,71 @@
+"""Send a request about a store to the worker that owns the store's partition.
+
+Faust's own ``topic_route`` needs producer metadata for the source topic that
+a worker may not have yet; we compute the partition the way the outlet's
+producer does (murmur2 of the ``store_id`` key) and look the owner up in the
+assignor's table metadata, which every worker holds after a rebalance.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiokafka.partitioner import DefaultPartitioner
+from faust.web import Request, Response, View
+
+if TYPE_CHECKING:
+    from app.faust_app import Central
+
+_partitioner = DefaultPartitioner()
+
+#: a request that was already forwarded once is answered where it lands
+FORWARDED = "X-Retail-Forwarded"
+
+
+def partition_for(key: str, partitions: int) -> int:
+    all_partitions = list(range(partitions))
+    return int(_partitioner(key.encode(), all_partitions, all_partitions))
+
+
+def owner_url(central: Central, key: str, table: Any | None = None) -> str | None:
+    """The web URL of the worker that owns ``key``'s partition (None: unknown yet)."""
+    partition = partition_for(key, central.settings.topic_partitions)
+    changelog = (table or central.tables.progress).changelog_topic.get_topic_name()
+    for url, topics in central.app.router.tables_metadata().items():
+        if partition in topics.get(changelog, ()):
+            return str(url)
+    return None
+
+
+def is_local(central: Central, url: str | None) -> bool:
+    return url is None or url.rstrip("/") == str(central.app.conf.canonical_url).rstrip("/")
+
+
+async def forward(central: Central, view: View, request: Request, url: str) -> Response:
+    """Proxy ``request`` to the worker at ``url`` and relay its answer."""
+    target = url.rstrip("/") + str(request.url.path_qs)
+    body = await request.read() if request.method in ("POST", "PUT", "DELETE") else None
+    headers = {"Content-Type": request.headers.get("Content-Type", "application/json"),
+               FORWARDED: "1"}  # fmt: skip
+    async with central.app.http_client.request(
+        request.method, target, data=body, headers=headers
+    ) as response:
+        payload = await response.read()
+        return view.bytes(
+            payload,
+            content_type=response.content_type or "application/json",
+            status=response.status,
+        )
+
+
+async def route(
+    central: Central, view: View, request: Request, key: str, table: Any | None = None
+) -> Response | None:
+    """Forward to the owner when that is another worker; None means answer here."""
+    if request.headers.get(FORWARDED):
+        return None
+    url = owner_url(central, key, table)
+    if is_local(central, url):
+        return None
+    assert url is not None
+    return await forward(central, view, request, url)

@@ -1,0 +1,1 @@
+"""Pure domain rules of SPEC.md: ``(state, event) -> (new state, effects)``, no I/O."""

@@ -1,0 +1,219 @@
+"""Apply a batch of validated events to the state of their stores (SPEC rules 1-6).
+
+Pure: the caller hands in a :class:`StateAccess` (a cache in front of the
+tables) and gets back what changed and what to emit. One batch touches each
+key as often as its events need, but the caller writes each key once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from app.schema import Event
+from domain.progress import ProgressState
+from domain.seqs import ranges_add
+from domain.stock import Effect, StockState
+
+KEY_SEP = "\x1f"
+
+
+def stock_key(store_id: str, sku: str) -> str:
+    return f"{store_id}{KEY_SEP}{sku}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    store_id, _, rest = key.partition(KEY_SEP)
+    return store_id, rest
+
+
+def fingerprint(event: Event) -> str:
+    """event_id plus a hash of the content: equal for a true duplicate (SPEC rule 2)."""
+    digest = hashlib.blake2b(event.content_key(), digest_size=8).hexdigest()
+    return f"{event.event_id}:{digest}"
+
+
+def line_effects(event: Event) -> dict[str, int]:
+    """Signed stock change per SKU (for a count: the counted quantity)."""
+    sign = {
+        "sale": -1,
+        "return": 1,
+        "receipt": 1,
+        "adjustment": 1,
+        "void": 1,  # reverses the sale's lines, which the outlet put in the void
+        "transfer_out": -1,
+        "transfer_in": 1,
+        "count": 1,
+    }[event.type]
+    out: dict[str, int] = defaultdict(int)
+    for line in event.lines:
+        out[line.sku] += sign * line.qty
+    return dict(out)
+
+
+class StateAccess(Protocol):
+    def stock(self, key: str) -> StockState: ...
+    def progress(self, store_id: str) -> ProgressState: ...
+    def sales(self, key: str) -> dict[str, Any]: ...
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    reasons: list[str]
+    event: dict[str, Any] | None
+    store_id: str | None
+    kind: str = "invalid"
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    touched_stock: set[str] = field(default_factory=set)
+    touched_progress: set[str] = field(default_factory=set)
+    touched_sales: set[str] = field(default_factory=set)
+    ledger: list[dict[str, Any]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    transfer_legs: list[dict[str, Any]] = field(default_factory=list)
+    #: seconds from recorded_at to applied, per newly applied event
+    lags: list[tuple[str, float]] = field(default_factory=list)
+    new_events: int = 0
+    duplicates: int = 0
+    effects: dict[Effect, int] = field(default_factory=lambda: defaultdict(int))
+
+
+def apply_events(
+    events: Iterable[Event], state: StateAccess, *, now: float, out: BatchOutcome | None = None
+) -> BatchOutcome:
+    """Apply ``events`` in arrival order; the outcome is independent of that order."""
+    out = out or BatchOutcome()
+    for event in events:
+        _apply_one(event, state, now, out)
+    for store_id in out.touched_progress:
+        progress = state.progress(store_id)
+        for key in out.touched_stock:
+            if split_key(key)[0] == store_id:
+                state.stock(key).advance(progress.durable_wm)
+    return out
+
+
+def _apply_one(event: Event, state: StateAccess, now: float, out: BatchOutcome) -> None:
+    store = event.store_id
+    seq = event.outlet_seq
+    progress = state.progress(store)
+    fp = fingerprint(event)
+    if seq in progress.seqs:
+        known = progress.fingerprints.get(seq)
+        if known is not None and known != fp:
+            progress.conflicts += 1
+            out.touched_progress.add(store)
+            same_id = known.split(":", 1)[0] == event.event_id
+            reason = (
+                f"conflict: event_id {event.event_id} seen before with other content"
+                if same_id
+                else f"conflict: outlet_seq {seq} of store {store} already used by another event"
+            )
+            out.dead_letters.append(DeadLetter([reason], event.to_dict(), store, "conflict"))
+            return
+        progress.duplicates += 1
+        out.duplicates += 1
+        out.touched_progress.add(store)
+        # Fall through: a key whose record was lost in a crash still needs the
+        # event, and its own seq set makes this a no-op everywhere else.
+        new = False
+    else:
+        progress.seqs.add(seq)
+        progress.remember(seq, fp)
+        progress.events += 1
+        progress.last_recorded_at = max(progress.last_recorded_at, event.recorded_at.timestamp())
+        progress.last_applied_at = now
+        out.touched_progress.add(store)
+        out.new_events += 1
+        out.lags.append((store, max(0.0, now - event.recorded_at.timestamp())))
+        new = True
+
+    effects = line_effects(event)
+    ignored = False
+    if event.type == "void":
+        assert event.ref is not None
+        first = progress.voided.setdefault(event.ref, seq)
+        if first != seq:
+            ignored = True  # a sale is voided once; the second void changes nothing
+            if new:
+                progress.void_rejected += 1
+                out.dead_letters.append(
+                    DeadLetter(
+                        [f"void: sale {event.ref} already voided by seq {first}"],
+                        event.to_dict(),
+                        store,
+                        "void_rejected",
+                    )
+                )
+
+    if not ignored:
+        for sku, qty in effects.items():
+            key = stock_key(store, sku)
+            stock = state.stock(key)
+            effect = (
+                stock.apply_count(seq, qty)
+                if event.type == "count"
+                else stock.apply_delta(seq, qty)
+            )
+            out.effects[effect] += 1
+            if effect != "duplicate":
+                stock.ver += 1
+            out.touched_stock.add(key)
+
+    if event.type == "sale" and event.ref:
+        # SPEC "Reservations": a sale naming an order ends its reservation.
+        for sku in effects:
+            key = stock_key(store, sku)
+            if state.stock(key).release(event.ref):
+                state.stock(key).ver += 1
+                out.touched_stock.add(key)
+
+    if event.type == "sale":
+        minute = event.occurred_at.replace(second=0, microsecond=0).isoformat()
+        skey = f"{store}{KEY_SEP}{minute}"
+        bucket = state.sales(skey)
+        if ranges_add(bucket.setdefault("seqs", []), seq):
+            bucket["units"] = bucket.get("units", 0) + sum(line.qty for line in event.lines)
+            bucket["revenue_cents"] = bucket.get("revenue_cents", 0) + sum(
+                line.qty * (line.unit_price_cents or 0) for line in event.lines
+            )
+            bucket["events"] = bucket.get("events", 0) + 1
+            out.touched_sales.add(skey)
+
+    if event.type in ("transfer_out", "transfer_in"):
+        out.transfer_legs.append(
+            {
+                "transfer_id": event.ref,
+                "leg": "out" if event.type == "transfer_out" else "in",
+                "store_id": store,
+                "outlet_seq": seq,
+                "lines": {sku: abs(q) for sku, q in effects.items()},
+            }
+        )
+
+    applied_at = now
+    for line_no, line in enumerate(event.lines):
+        sign = -1 if event.type in ("sale", "transfer_out") else 1
+        out.ledger.append(
+            {
+                "store_id": store,
+                "outlet_seq": seq,
+                "line_no": line_no,
+                "event_id": event.event_id,
+                "type": event.type,
+                "sku": line.sku,
+                "qty": sign * line.qty,
+                "effect": "ignored" if ignored else ("count" if event.type == "count" else "delta"),
+                "unit_price_cents": line.unit_price_cents,
+                "occurred_at": event.occurred_at.isoformat(),
+                "recorded_at": event.recorded_at.isoformat(),
+                "applied_at": applied_at,
+                "reason": event.reason,
+                "ref": event.ref,
+            }
+        )

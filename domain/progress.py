@@ -1,0 +1,66 @@
+"""What the centre has applied of one store's stream (SPEC rules 1-3, "Sync lag")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from domain.seqs import SeqSet
+
+#: how many recent event fingerprints a store keeps to tell duplicates from conflicts
+FINGERPRINTS_KEPT = 512
+
+
+@dataclass(slots=True)
+class ProgressState:
+    seqs: SeqSet = field(default_factory=SeqSet)
+    #: The watermark as of the last *completed* flush of every table: every seq
+    #: up to it is durably reflected in every key it touches. Keys may forget
+    #: per-seq detail below it; anything above it is re-checked per key.
+    durable_wm: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    events: int = 0
+    fingerprints: dict[int, str] = field(default_factory=dict)
+    #: sale ref -> the seq of the void that reversed it (a sale is voided once)
+    voided: dict[str, int] = field(default_factory=dict)
+    void_rejected: int = 0
+    last_recorded_at: float = 0.0
+    last_applied_at: float = 0.0
+
+    def remember(self, seq: int, fingerprint: str) -> None:
+        self.fingerprints[seq] = fingerprint
+        if len(self.fingerprints) > FINGERPRINTS_KEPT:
+            for old in sorted(self.fingerprints)[: len(self.fingerprints) - FINGERPRINTS_KEPT]:
+                del self.fingerprints[old]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seqs": self.seqs.to_json(),
+            "durable_wm": self.durable_wm,
+            "duplicates": self.duplicates,
+            "conflicts": self.conflicts,
+            "events": self.events,
+            "fp": [[s, f] for s, f in self.fingerprints.items()],
+            "voided": self.voided,
+            "void_rejected": self.void_rejected,
+            "last_recorded_at": self.last_recorded_at,
+            "last_applied_at": self.last_applied_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> ProgressState:
+        if not data:
+            return cls()
+        return cls(
+            seqs=SeqSet.from_json(data.get("seqs")),
+            durable_wm=int(data.get("durable_wm", 0)),
+            duplicates=int(data.get("duplicates", 0)),
+            conflicts=int(data.get("conflicts", 0)),
+            events=int(data.get("events", 0)),
+            fingerprints={int(s): str(f) for s, f in data.get("fp", ())},
+            voided={str(k): int(v) for k, v in data.get("voided", {}).items()},
+            void_rejected=int(data.get("void_rejected", 0)),
+            last_recorded_at=float(data.get("last_recorded_at", 0.0)),
+            last_applied_at=float(data.get("last_applied_at", 0.0)),
+        )

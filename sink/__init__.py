@@ -1,0 +1,1 @@
+"""PostgreSQL: the schema, its migrations, and the idempotent batch writer."""

@@ -1,0 +1,1 @@
+"""The worker's state: RocksDB-backed Faust tables with changelog topics."""

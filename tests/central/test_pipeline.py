@@ -1,0 +1,103 @@
+"""Events on the topic reach the stock table, the central view and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import httpx
+import pytest
+
+from devstack import DevStack
+from tests.conftest import produce
+from tests.helpers import WorkerProcess, make_event, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def stock(worker: WorkerProcess, store: str, sku: str) -> dict[str, int]:
+    response = httpx.get(f"{worker.url}/api/stores/{store}/stock/{sku}", timeout=5)
+    response.raise_for_status()
+    return response.json()  # type: ignore[no-any-return]
+
+
+def pg(dsn: str, query: str) -> list[asyncpg.Record]:
+    async def run() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return list(await conn.fetch(query))
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(run())
+    except asyncpg.UndefinedTableError:
+        return []
+
+
+def test_events_reach_view_and_postgres(
+    stack: DevStack, app_env: dict[str, str], worker: WorkerProcess
+) -> None:
+    topic = app_env["RETAIL_EVENTS_TOPIC"]
+    events = [
+        make_event("S1", 1, "receipt", [{"sku": "A", "qty": 10}]),
+        make_event("S1", 2, "sale", [{"sku": "A", "qty": 3}, {"sku": "B", "qty": 1}]),
+        make_event("S2", 1, "sale", [{"sku": "A", "qty": 2}]),
+    ]
+    dup = dict(events[1])
+    asyncio.run(produce(stack.broker.bootstrap, topic, [*events, dup]))
+
+    wait_for(
+        lambda: stock(worker, "S1", "A")["applied_seq"] == 2,
+        timeout=30,
+        what="S1 applied up to seq 2",
+    )
+    assert stock(worker, "S1", "A")["on_hand"] == 7
+    assert stock(worker, "S1", "B")["on_hand"] == -1
+    wait_for(lambda: stock(worker, "S2", "A")["on_hand"] == -2, timeout=30, what="S2 applied")
+
+    dsn = app_env["RETAIL_DATABASE_URL"]
+    rows = wait_for(
+        lambda: (
+            (r := pg(dsn, "SELECT store_id, sku, on_hand FROM stock_levels")) and len(r) == 3 and r
+        ),
+        timeout=30,
+        what="three stock_levels rows",
+    )
+    assert {(r["store_id"], r["sku"]): r["on_hand"] for r in rows} == {
+        ("S1", "A"): 7,
+        ("S1", "B"): -1,
+        ("S2", "A"): -2,
+    }
+    ledger = pg(dsn, "SELECT count(*) AS n FROM ledger")
+    assert ledger[0]["n"] == 4  # 1 + 2 + 1 lines, the duplicate not twice
+    sync = wait_for(
+        lambda: pg(dsn, "SELECT duplicates FROM outlet_sync WHERE store_id = 'S1'"),
+        timeout=10,
+        what="outlet_sync row",
+    )
+    assert sync[0]["duplicates"] == 1
+
+
+def test_garbage_goes_to_dead_letters_and_stream_goes_on(
+    stack: DevStack, app_env: dict[str, str], worker: WorkerProcess
+) -> None:
+    topic = app_env["RETAIL_EVENTS_TOPIC"]
+    bad_schema = make_event("S1", 1, schema="retail.v0")
+    asyncio.run(
+        produce(
+            stack.broker.bootstrap,
+            topic,
+            [b"not json", bad_schema, make_event("S1", 1, "receipt", [{"sku": "A", "qty": 5}])],
+        )
+    )
+    wait_for(lambda: stock(worker, "S1", "A")["on_hand"] == 5, timeout=30, what="S1 applied")
+    dsn = app_env["RETAIL_DATABASE_URL"]
+    dead = wait_for(
+        lambda: (r := pg(dsn, "SELECT reasons::text AS r FROM dead_letters")) and len(r) == 2 and r,
+        timeout=30,
+        what="two dead letters",
+    )
+    reasons = " ".join(r["r"] for r in dead)
+    assert "not JSON" in reasons
+    assert "unknown schema" in reasons
