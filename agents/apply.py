@@ -9,6 +9,7 @@ it are the source records acked, so their offsets can be committed.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from collections import defaultdict
@@ -18,12 +19,14 @@ from typing import Any
 import orjson
 
 from agents.ingest import Source, validate_record
+from agents.reservations import Reservations
 from app import metrics
 from app.lagstats import LagStats
 from app.schema import Event
 from app.settings import Settings
 from app.topics import Topics
 from domain.apply import BatchOutcome, DeadLetter, apply_events, split_key
+from domain.reservations import InvalidCommand, ReservationCommand, alert_for
 from tables.state import StateCache, Tables
 from tables.writer import wait_all, write_keys
 
@@ -36,18 +39,33 @@ class Applier:
     topics: Topics
     tables: Tables
     cache: StateCache
+    reservations: Reservations
     lags: LagStats = field(default_factory=LagStats)
+    #: (expires_at_ms, store_id, order_id) of reservations granted here
+    expiries: list[tuple[int, str, str]] = field(default_factory=list)
 
     async def process(self, batch: list[Any]) -> BatchOutcome:
         started = time.monotonic()
         now = time.time()
-        valid: list[Event] = []
+        valid: list[Event | ReservationCommand] = []
         dead: list[tuple[str, DeadLetter, Any]] = []
         store_event: dict[str, Any] = {}
+        commands_topic = self.topics.reservations.get_topic_name()
         for record in batch:
             msg = record.message
             key = msg.key.decode("utf-8", "replace") if isinstance(msg.key, bytes) else None
             source = Source(msg.topic, msg.partition, msg.offset, key)
+            if msg.topic == commands_topic:
+                try:
+                    command = ReservationCommand.from_json(orjson.loads(record.value))
+                except (InvalidCommand, orjson.JSONDecodeError) as exc:
+                    dead.append(
+                        (source.dead_letter_key(0), DeadLetter([str(exc)], None, key), record)
+                    )
+                    continue
+                store_event.setdefault(command.store_id, record)
+                valid.append(command)
+                continue
             events, bad = validate_record(record.value, source, self.settings)
             for event in events:
                 store_event.setdefault(event.store_id, record)
@@ -65,6 +83,13 @@ class Applier:
         for store_id in outcome.touched_progress:
             progress = self.cache.progress(store_id)
             progress.durable_wm = progress.seqs.watermark
+        self.reservations.answer(outcome.replies)
+        for reply in outcome.replies.values():
+            if reply.get("granted") and reply.get("expires_at_ms"):
+                heapq.heappush(
+                    self.expiries,
+                    (int(reply["expires_at_ms"]), reply["store_id"], reply["order_id"]),
+                )
 
         metrics.EVENTS_APPLIED.inc(outcome.new_events)
         metrics.DUPLICATES.inc(outcome.duplicates)
@@ -98,6 +123,46 @@ class Applier:
             sales_by_store[split_key(skey)[0]][skey] = self.cache.sales(skey)
         for store_id, items in sales_by_store.items():
             futures += write_keys(self.tables.sales, store_event[store_id], items)
+        res_by_store: dict[str, dict[str, Any]] = defaultdict(dict)
+        for rkey in outcome.touched_reservations:
+            res_by_store[split_key(rkey)[0]][rkey] = dict(self.cache.reservation(rkey))
+        for store_id, items in res_by_store.items():
+            futures += write_keys(self.tables.reservations, store_event[store_id], items)
+        futures += self._write_alerts(outcome, store_event)
+        return futures
+
+    def _write_alerts(self, outcome: BatchOutcome, store_event: dict[str, Any]) -> list[Any]:
+        """SPEC rule 5: negative (and low) stock raises an alert; recovery clears it."""
+        threshold = self.settings.low_stock_threshold
+        by_store: dict[str, dict[str, Any]] = defaultdict(dict)
+        now = time.time()
+        for key in outcome.touched_stock:
+            on_hand = self.cache.stock(key).on_hand
+            kind = alert_for(on_hand, threshold)
+            current = self.cache.alert(key)
+            if kind is None and not current.get("active"):
+                continue
+            if (
+                kind is not None
+                and current.get("kind") == kind
+                and current.get("on_hand") == on_hand
+            ):
+                continue
+            store_id, sku = split_key(key)
+            current.clear()
+            current.update(
+                store_id=store_id,
+                sku=sku,
+                kind=kind or current.get("kind", "negative"),
+                on_hand=on_hand,
+                threshold=threshold,
+                active=kind is not None,
+                at=now,
+            )
+            by_store[store_id][key] = dict(current)
+        futures: list[Any] = []
+        for store_id, items in by_store.items():
+            futures += write_keys(self.tables.alerts, store_event[store_id], items)
         return futures
 
     def _send_outputs(

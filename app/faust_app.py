@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import heapq
 import logging
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -14,6 +16,8 @@ from typing import Any
 import faust
 
 from agents.apply import Applier
+from agents.repartition import fold_sku_snapshots, fold_transfer_legs
+from agents.reservations import Reservations
 from agents.sink import PostgresSink
 from app.logging_setup import quiet_libraries
 from app.settings import Settings, get_settings
@@ -34,6 +38,7 @@ class Central:
     cache: StateCache
     applier: Applier
     sink: PostgresSink
+    reservations: Reservations
 
 
 def make_faust_app(settings: Settings) -> faust.App:
@@ -72,11 +77,21 @@ def build(settings: Settings) -> Central:
         app, partitions=settings.topic_partitions, standby=settings.table_standby_replicas
     )
     cache = StateCache(tables)
-    applier = Applier(settings, topics, tables, cache)
+    reservations = Reservations(topics.reservations)
+    applier = Applier(settings, topics, tables, cache, reservations)
     sink = PostgresSink(settings)
-    central = Central(app, settings, topics, tables, cache, applier, sink)
+    central = Central(app, settings, topics, tables, cache, applier, sink, reservations)
 
-    @app.agent(topics.events, name="apply")
+    # Outlet events and reservation commands in one stream: co-partitioned by
+    # store, so a reservation is decided in order with the store's events.
+    source = app.topic(
+        topics.events.get_topic_name(),
+        topics.reservations.get_topic_name(),
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+    @app.agent(source, name="apply")
     async def apply(stream: Any) -> None:
         async for batch in stream.noack_take(
             settings.apply_batch_max, settings.apply_batch_within_s
@@ -103,6 +118,28 @@ def build(settings: Settings) -> Central:
                 await sink.write(batch)
                 for event in batch:
                     await stream.ack(event)
+
+    @app.agent(topics.sku_stock, name="sku-totals")
+    async def sku_totals(stream: Any) -> None:
+        async for batch in stream.noack_take(2000, 0.1):
+            await fold_sku_snapshots(tables.sku_totals, batch)
+            for event in batch:
+                await stream.ack(event)
+
+    @app.agent(topics.transfers, name="transfers")
+    async def transfers(stream: Any) -> None:
+        async for batch in stream.noack_take(500, 0.1):
+            await fold_transfer_legs(tables.transfers, batch)
+            for event in batch:
+                await stream.ack(event)
+
+    @app.timer(1.0)  # type: ignore[untyped-decorator]
+    async def expire_reservations() -> None:
+        """SPEC "Reservations": a reservation ends when its time to live runs out."""
+        now_ms = int(time.time() * 1000)
+        while applier.expiries and applier.expiries[0][0] <= now_ms:
+            _, store_id, order_id = heapq.heappop(applier.expiries)
+            await reservations.expire(store_id, order_id)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def drop_cache(sender: Any, *args: Any, **kwargs: Any) -> None:

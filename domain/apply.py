@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from app.schema import Event
 from domain.progress import ProgressState
+from domain.reservations import ReservationCommand
 from domain.seqs import ranges_add
 from domain.stock import Effect, StockState
 
@@ -58,6 +59,7 @@ class StateAccess(Protocol):
     def stock(self, key: str) -> StockState: ...
     def progress(self, store_id: str) -> ProgressState: ...
     def sales(self, key: str) -> dict[str, Any]: ...
+    def reservation(self, key: str) -> dict[str, Any]: ...
 
 
 @dataclass(slots=True)
@@ -73,6 +75,9 @@ class BatchOutcome:
     touched_stock: set[str] = field(default_factory=set)
     touched_progress: set[str] = field(default_factory=set)
     touched_sales: set[str] = field(default_factory=set)
+    touched_reservations: set[str] = field(default_factory=set)
+    #: request_id -> the answer for the web view waiting on it
+    replies: dict[str, dict[str, Any]] = field(default_factory=dict)
     ledger: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     transfer_legs: list[dict[str, Any]] = field(default_factory=list)
@@ -84,12 +89,19 @@ class BatchOutcome:
 
 
 def apply_events(
-    events: Iterable[Event], state: StateAccess, *, now: float, out: BatchOutcome | None = None
+    events: Iterable[Event | ReservationCommand],
+    state: StateAccess,
+    *,
+    now: float,
+    out: BatchOutcome | None = None,
 ) -> BatchOutcome:
-    """Apply ``events`` in arrival order; the outcome is independent of that order."""
+    """Apply ``events`` in arrival order; the stock is independent of that order."""
     out = out or BatchOutcome()
     for event in events:
-        _apply_one(event, state, now, out)
+        if isinstance(event, ReservationCommand):
+            _apply_command(event, state, out)
+        else:
+            _apply_one(event, state, now, out)
     for store_id in out.touched_progress:
         progress = state.progress(store_id)
         for key in out.touched_stock:
@@ -172,6 +184,9 @@ def _apply_one(event: Event, state: StateAccess, now: float, out: BatchOutcome) 
             if state.stock(key).release(event.ref):
                 state.stock(key).ver += 1
                 out.touched_stock.add(key)
+                rkey = stock_key(store, event.ref)
+                state.reservation(rkey).clear()
+                out.touched_reservations.add(rkey)
 
     if event.type == "sale":
         minute = event.occurred_at.replace(second=0, microsecond=0).isoformat()
@@ -217,3 +232,41 @@ def _apply_one(event: Event, state: StateAccess, now: float, out: BatchOutcome) 
                 "ref": event.ref,
             }
         )
+
+
+def _apply_command(cmd: ReservationCommand, state: StateAccess, out: BatchOutcome) -> None:
+    """Decide a reservation against the store's stock as it is now (SPEC "Reservations")."""
+    rkey = stock_key(cmd.store_id, cmd.order_id)
+    index = state.reservation(rkey)
+    reply: dict[str, Any] = {"store_id": cmd.store_id, "order_id": cmd.order_id}
+    if cmd.op == "reserve":
+        assert cmd.sku is not None
+        sku = index.get("sku", cmd.sku)
+        key = stock_key(cmd.store_id, sku)
+        stock = state.stock(key)
+        granted, available = stock.reserve(cmd.order_id, cmd.qty, cmd.at_ms, cmd.ttl_ms)
+        if granted and not index:
+            index.update(sku=sku, qty=cmd.qty, expires_at_ms=cmd.at_ms + cmd.ttl_ms)
+            out.touched_reservations.add(rkey)
+            stock.ver += 1
+            out.touched_stock.add(key)
+        reply.update(
+            granted=granted,
+            available=available,
+            sku=sku,
+            qty=int(index.get("qty", cmd.qty)),
+            expires_at_ms=index.get("expires_at_ms"),
+        )
+    else:
+        released = False
+        if index and (cmd.op == "release" or int(index.get("expires_at_ms", 0)) <= cmd.at_ms):
+            key = stock_key(cmd.store_id, str(index["sku"]))
+            stock = state.stock(key)
+            released = stock.release(cmd.order_id)
+            if released:
+                stock.ver += 1
+                out.touched_stock.add(key)
+            index.clear()
+            out.touched_reservations.add(rkey)
+        reply["released"] = released
+    out.replies[cmd.request_id] = reply

@@ -11,6 +11,11 @@ Why each table is safe under ``at_least_once`` (SPEC design note):
 - ``sales``: each minute bucket keeps the seq ranges it has counted.
 - ``dead_letters``: keyed by the source record's coordinates, so a replay
   writes the same key again.
+- ``reservations``: an index order -> sku; the reservation itself lives in
+  the stock value (same record as the quantity it holds back).
+- ``alerts``: a function of the stock value; rewritten whenever it changes.
+- ``transfers`` and ``sku_totals``: fed by repartition topics; each leg or
+  store entry is replaced whole, guarded by its seq, so a replay is a no-op.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ class Tables:
     dead_letters: Any
     transfers: Any
     sku_totals: Any
+    reservations: Any
+    alerts: Any
 
 
 def define_tables(app: faust.App, *, partitions: int, standby: int) -> Tables:
@@ -47,6 +54,8 @@ def define_tables(app: faust.App, *, partitions: int, standby: int) -> Tables:
         dead_letters=table("dead_letters", "source record -> reasons"),
         transfers=table("transfers", "transfer_id -> legs sent and received"),
         sku_totals=table("sku_totals", "sku -> on_hand per store"),
+        reservations=table("reservations", "(store, order_id) -> sku, qty, expiry"),
+        alerts=table("alerts", "(store, sku) -> negative or low stock"),
     )
 
 
@@ -74,11 +83,15 @@ class StateCache:
         self._stock: LRU = LRU(stock_limit)
         self._progress: dict[str, ProgressState] = {}
         self._sales: LRU = LRU(10_000)
+        self._reservations: LRU = LRU(100_000)
+        self._alerts: LRU = LRU(200_000)
 
     def clear(self) -> None:
         self._stock.clear()
         self._progress.clear()
         self._sales.clear()
+        self._reservations.clear()
+        self._alerts.clear()
 
     def stock(self, key: str) -> StockState:
         state = self._stock.get(key)
@@ -100,3 +113,17 @@ class StateCache:
             bucket = dict(self.tables.sales.get(key) or {})
             self._sales.put(key, bucket)
         return bucket
+
+    def reservation(self, key: str) -> dict[str, Any]:
+        entry = self._reservations.get(key)
+        if entry is None:
+            entry = dict(self.tables.reservations.get(key) or {})
+            self._reservations.put(key, entry)
+        return entry
+
+    def alert(self, key: str) -> dict[str, Any]:
+        entry = self._alerts.get(key)
+        if entry is None:
+            entry = dict(self.tables.alerts.get(key) or {})
+            self._alerts.put(key, entry)
+        return entry

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
+import orjson
 from aiokafka.partitioner import DefaultPartitioner
 from faust.web import Request, Response, View
+from yarl import URL
 
 if TYPE_CHECKING:
     from app.faust_app import Central
@@ -20,6 +23,10 @@ _partitioner = DefaultPartitioner()
 
 #: a request that was already forwarded once is answered where it lands
 FORWARDED = "X-Retail-Forwarded"
+#: the owner's answer headers worth passing on to the client
+RELAYED_HEADERS = ("Retry-After", "Cache-Control", "X-Content-Type-Options")
+#: a forwarded request waits this long for the owner (a reservation waits up to 10 s)
+FORWARD_TIMEOUT_S = 15.0
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -42,20 +49,46 @@ def is_local(central: Central, url: str | None) -> bool:
 
 
 async def forward(central: Central, view: View, request: Request, url: str) -> Response:
-    """Proxy ``request`` to the worker at ``url`` and relay its answer."""
-    target = url.rstrip("/") + str(request.url.path_qs)
-    body = await request.read() if request.method in ("POST", "PUT", "DELETE") else None
+    """Proxy ``request`` to the worker at ``url`` and relay its answer.
+
+    The path is forwarded as received (still percent-encoded), so a SKU or a
+    store id with ``/``, ``?`` or ``%`` in it reaches the owner unchanged. An
+    owner that cannot be reached (it is restarting, a rebalance is moving the
+    partition) is a ``503`` with ``Retry-After``: the client asks again.
+    """
+    target = URL(url.rstrip("/") + str(request.rel_url.raw_path_qs), encoded=True)
+    body = await request.read() if request.method in ("POST", "PUT", "PATCH", "DELETE") else None
     headers = {"Content-Type": request.headers.get("Content-Type", "application/json"),
                FORWARDED: "1"}  # fmt: skip
-    async with central.app.http_client.request(
-        request.method, target, data=body, headers=headers
-    ) as response:
-        payload = await response.read()
-        return view.bytes(
-            payload,
-            content_type=response.content_type or "application/json",
-            status=response.status,
+    try:
+        async with central.app.http_client.request(
+            request.method,
+            target,
+            data=body,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S),
+        ) as response:
+            payload = await response.read()
+            relayed = view.bytes(
+                payload,
+                content_type=response.content_type or "application/json",
+                status=response.status,
+            )
+            for name in RELAYED_HEADERS:
+                if name in response.headers:
+                    relayed.headers[name] = response.headers[name]
+            return relayed
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        body_out = orjson.dumps(
+            {
+                "error": "owner_unavailable",
+                "detail": f"the worker owning this key ({url}) did not answer: "
+                f"{type(exc).__name__}; retry shortly",
+            }
         )
+        unavailable = view.bytes(body_out, content_type="application/json", status=503)
+        unavailable.headers["Retry-After"] = "1"
+        return unavailable
 
 
 async def route(

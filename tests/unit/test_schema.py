@@ -75,7 +75,7 @@ def test_random_bytes_never_crash_the_decoder(raw: bytes) -> None:
 
 @given(
     st.recursive(
-        st.none() | st.booleans() | st.integers() | st.text(),
+        st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(),
         lambda c: st.lists(c) | st.dictionaries(st.text(), c),
         max_leaves=30,
     )
