@@ -1,10 +1,19 @@
 """Where events are written: the Postgres sink (SPEC "What is promised").
 
 A Faust agent over the ``applied`` and dead-letter topics. Each batch is one
-transaction (``sink.writer``); its records are acked only after COMMIT. When
-PostgreSQL is down or slow the agent retries the same batch with capped
-backoff: its own stream stops pulling (memory stays bounded), while the apply
-agent, a separate stream, keeps going.
+transaction (``sink.writer``); its records are acked only after COMMIT, so a
+crash at any moment leaves them to be redelivered, and the writer makes the
+redelivery a no-op.
+
+PostgreSQL down or slow: the agent retries the same batch with capped,
+jittered backoff and never drops it. Its own stream stops pulling, so Faust's
+flow control pauses the sink's partitions once their buffer fills (memory
+stays bounded at ``stream_buffer_maxsize`` records per partition), while the
+apply agent, a separate stream, keeps going. The backlog waits in Kafka.
+
+How far behind Postgres is: :attr:`PostgresSink.lag_seconds` (age of the oldest
+record taken but not yet committed), also the ``retail_sink_behind_seconds``
+gauge, and :meth:`PostgresSink.status` for the sync view.
 """
 
 from __future__ import annotations
@@ -21,26 +30,81 @@ import orjson
 from app import metrics
 from app.settings import Settings
 from sink.migrate import migrate
-from sink.writer import SinkRecord, ensure_temp_tables, write_batch
+from sink.writer import SinkRecord, WriteResult, ensure_temp_tables, write_batch
 
 log = logging.getLogger(__name__)
 
-RETRIABLE = (
+#: Errors after which the same batch is tried again on a fresh connection.
+#: Anything else (a bad record, a missing privilege) crashes the agent loudly.
+RETRIABLE: tuple[type[BaseException], ...] = (
     OSError,
+    asyncio.TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncio.TimeoutError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash shutdown, cancel
+    asyncpg.exceptions.InsufficientResourcesError,  # disk full, too many connections
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.LockNotAvailableError,
 )
+#: A statement that takes longer than this is treated as "Postgres is down".
+COMMAND_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 5.0
+BACKOFF_MAX_S = 5.0
+SINK_ROLE = "retail_sink"
+
+
+def _record_time(value: dict[str, Any], message: Any) -> float:
+    """When the record was produced: the apply agent's ``sent_at`` (or a dead letter's ``at``)."""
+    for name in ("sent_at", "at"):
+        ts = value.get(name)
+        if isinstance(ts, (int, float)):
+            return float(ts)
+    ts_ms = getattr(message, "timestamp", None)
+    return ts_ms / 1000.0 if isinstance(ts_ms, (int, float)) and ts_ms > 0 else time.time()
 
 
 class PostgresSink:
+    """Write batches to PostgreSQL, retrying until they are committed."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._conn: asyncpg.Connection | None = None
         self._migrated = False
+        #: produced-at time of the oldest record taken but not committed (None: none)
         self.oldest_pending: float | None = None
+        self.pending_records = 0
+        self.last_commit_at: float | None = None
+        self.committed_records = 0
+        self.retries = 0
+        self.connected = False
+        self.last_error: str | None = None
+        #: store_id -> (commit time, seconds from its oldest recorded_at to that commit)
+        self.store_commits: dict[str, tuple[float, float]] = {}
+        metrics.SINK_BEHIND.set_function(lambda: self.lag_seconds)
+
+    @property
+    def lag_seconds(self) -> float:
+        """How far Postgres is behind: age of the oldest record not yet committed."""
+        oldest = self.oldest_pending
+        return 0.0 if oldest is None else max(0.0, time.time() - oldest)
+
+    def status(self) -> dict[str, Any]:
+        """For the sync view (``GET /api/sync``): the sink's side of each store's lag."""
+        return {
+            "connected": self.connected,
+            "lag_seconds": round(self.lag_seconds, 3),
+            "pending_records": self.pending_records,
+            "last_commit_at": self.last_commit_at,
+            "committed_records": self.committed_records,
+            "retries": self.retries,
+            "last_error": self.last_error,
+            "stores": {
+                store: {"committed_at": at, "commit_lag_s": round(lag, 3)}
+                for store, (at, lag) in self.store_commits.items()
+            },
+        }
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
@@ -48,18 +112,36 @@ class PostgresSink:
             if not self._migrated:
                 await migrate(dsn)
                 self._migrated = True
-            self._conn = await asyncpg.connect(dsn, timeout=5)
-            await ensure_temp_tables(self._conn)
+            conn = await asyncpg.connect(
+                dsn, timeout=CONNECT_TIMEOUT_S, command_timeout=COMMAND_TIMEOUT_S
+            )
+            try:
+                # Least privilege: write as the role the DDL made for the sink.
+                if await conn.fetchval(
+                    "SELECT pg_has_role(current_user, $1, 'MEMBER')"
+                    " FROM pg_roles WHERE rolname = $1",
+                    SINK_ROLE,
+                ):
+                    await conn.execute(f"SET ROLE {SINK_ROLE}")
+                await ensure_temp_tables(conn)
+            except BaseException:
+                conn.terminate()
+                raise
+            self._conn = conn
         return self._conn
 
-    async def write(self, events: list[Any]) -> None:
+    async def write(self, events: list[Any]) -> WriteResult:
         """Write the batch, retrying until PostgreSQL takes it (never drops it)."""
-        records = [
-            SinkRecord(
-                e.message.topic, e.message.partition, e.message.offset, orjson.loads(e.value)
-            )
-            for e in events
-        ]
+        records = []
+        oldest: float | None = None
+        for e in events:
+            value = orjson.loads(e.value)
+            msg = e.message
+            records.append(SinkRecord(msg.topic, msg.partition, msg.offset, value))
+            produced = _record_time(value, msg)
+            oldest = produced if oldest is None else min(oldest, produced)
+        self.pending_records = len(records)
+        self.oldest_pending = oldest
         delay = 0.1
         while True:
             try:
@@ -67,18 +149,34 @@ class PostgresSink:
                 result = await write_batch(conn, records)
                 break
             except RETRIABLE as exc:
+                self.retries += 1
+                self.connected = False
+                self.last_error = f"{type(exc).__name__}: {exc}"
                 metrics.SINK_ERRORS.inc()
-                log.warning("Postgres unavailable (%r); retrying in %.1fs", exc, delay)
+                log.warning(
+                    "Postgres unavailable (%s); retrying %d records in %.1fs, %.1fs behind",
+                    self.last_error, len(records), delay, self.lag_seconds,
+                )  # fmt: skip
                 if self._conn is not None:
                     self._conn.terminate()
                     self._conn = None
                 await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, BACKOFF_MAX_S)
         now = time.time()
+        if self.last_error:
+            log.info("Postgres is back: batch of %d records committed", len(records))
+            self.last_error = None
+        self.connected = True
+        self.last_commit_at = now
+        self.committed_records += len(records)
+        self.pending_records = 0
+        self.oldest_pending = None
         metrics.SINK_ROWS.inc(result.ledger_rows)
-        for ts in result.recorded_at:
-            metrics.SINK_LAG.observe(max(0.0, now - ts))
-        metrics.SINK_BEHIND.set(0)
+        for store_id, commit in result.stores.items():
+            lag = max(0.0, now - commit.oldest_recorded_at)
+            self.store_commits[store_id] = (now, lag)
+            metrics.SINK_LAG.observe(lag)
+        return result
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -1,10 +1,24 @@
 """Write one batch of the stream's output to PostgreSQL in one transaction.
 
-Idempotence is data (STYLE): ledger rows are keyed by (store_id, outlet_seq,
-line_no) and inserted ``ON CONFLICT DO NOTHING``; ``stock_levels`` is only
-overwritten by a snapshot with a higher (applied_seq, ver); the consumed
-offsets go to ``sink_offsets`` in the same transaction, and records at or below
-them are skipped, so a replayed batch is a no-op.
+Idempotence is data (STYLE): every statement says why it is safe to repeat.
+
+- ``ledger``: keyed by (store_id, outlet_seq, line_no), ``ON CONFLICT DO
+  NOTHING``; the apply agent re-emits rows for duplicates so a lost record is
+  repaired, and a repeated one is a no-op (SPEC "Postgres converges").
+- ``stock_levels``: a snapshot only overwrites the row when its ``ver`` is
+  higher. ``ver`` counts the changes made to that key (one per event effect or
+  reservation change), so for a given history it is the same number whoever
+  computes it: after a crash, a redelivery or a replay from offset 0. The
+  snapshot's ``applied_seq`` is *not* a version: it includes the store's
+  watermark at the moment the key was written, which depends on how the events
+  were batched, so a replayed key can come back with a lower ``applied_seq``
+  and a newer ``on_hand``. Guarding on it first would freeze such a row.
+- ``outlet_sync`` / ``sales_minute``: guarded by their monotonic counters.
+- ``sink_offsets``: the consumed offsets, in the same transaction; records at
+  or below them are skipped, so a replayed batch writes nothing at all.
+
+COPY into temp tables then one ``INSERT … SELECT`` per table keeps a batch at a
+handful of round trips (STYLE "Batches, not events").
 """
 
 from __future__ import annotations
@@ -21,6 +35,81 @@ LEDGER_COLUMNS = (
     "store_id", "outlet_seq", "line_no", "event_id", "type", "sku", "qty", "effect",
     "unit_price_cents", "reason", "ref", "occurred_at", "recorded_at", "applied_at",
 )  # fmt: skip
+STOCK_COLUMNS = ("store_id", "sku", "on_hand", "reserved", "applied_seq", "ver", "updated_at")
+
+_LEDGER_LIST = ", ".join(LEDGER_COLUMNS)
+_STOCK_LIST = ", ".join(STOCK_COLUMNS)
+
+INSERT_LEDGER = f"""
+WITH ins AS (
+    INSERT INTO ledger ({_LEDGER_LIST})
+    SELECT {_LEDGER_LIST} FROM tmp_ledger
+    ON CONFLICT (store_id, outlet_seq, line_no) DO NOTHING
+    RETURNING store_id, recorded_at
+)
+SELECT store_id, count(*) AS n,
+       extract(epoch FROM min(recorded_at))::float8 AS oldest,
+       extract(epoch FROM max(recorded_at))::float8 AS newest
+FROM ins GROUP BY store_id
+"""
+
+# SPEC "What is promised": stock_levels converges to the table. ``ver`` is the
+# key's version (see the module docstring), so an older or repeated snapshot
+# never overwrites a newer one.
+UPSERT_STOCK = f"""
+INSERT INTO stock_levels AS s ({_STOCK_LIST})
+SELECT {_STOCK_LIST} FROM tmp_stock
+ON CONFLICT (store_id, sku) DO UPDATE SET
+    on_hand = excluded.on_hand, reserved = excluded.reserved,
+    applied_seq = excluded.applied_seq, ver = excluded.ver,
+    updated_at = excluded.updated_at
+WHERE s.ver < excluded.ver
+"""
+
+UPSERT_SYNC = """
+INSERT INTO outlet_sync AS o (store_id, applied_seq, highest_seq, missing, gaps,
+    duplicates, conflicts, events, lag_p50_ms, lag_p99_ms, last_recorded_at)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (store_id) DO UPDATE SET
+    applied_seq = excluded.applied_seq, highest_seq = excluded.highest_seq,
+    missing = excluded.missing, gaps = excluded.gaps,
+    duplicates = excluded.duplicates, conflicts = excluded.conflicts,
+    events = excluded.events, lag_p50_ms = excluded.lag_p50_ms,
+    lag_p99_ms = excluded.lag_p99_ms, last_recorded_at = excluded.last_recorded_at,
+    updated_at = clock_timestamp()
+WHERE (o.events, o.duplicates, o.conflicts)
+    < (excluded.events, excluded.duplicates, excluded.conflicts)
+"""
+
+UPSERT_SALES = """
+INSERT INTO sales_minute AS m (store_id, minute, units, revenue_cents, events)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (store_id, minute) DO UPDATE SET
+    units = excluded.units, revenue_cents = excluded.revenue_cents,
+    events = excluded.events
+WHERE m.events < excluded.events
+"""
+
+INSERT_DEAD = """
+INSERT INTO dead_letters (key, kind, store_id, reasons, event, at)
+VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6)
+ON CONFLICT (key) DO NOTHING
+"""
+
+UPSERT_OFFSETS = """
+INSERT INTO sink_offsets AS o (topic, partition, "offset")
+SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[])
+ON CONFLICT (topic, partition) DO UPDATE SET
+    "offset" = GREATEST(o."offset", excluded."offset"),
+    updated_at = clock_timestamp()
+"""
+
+LOCK_OFFSETS = """
+SELECT topic, partition, "offset" FROM sink_offsets
+WHERE (topic, partition) IN (SELECT * FROM unnest($1::text[], $2::int[]))
+ORDER BY topic, partition
+FOR UPDATE
+"""
 
 
 @dataclass(slots=True)
@@ -32,10 +121,21 @@ class SinkRecord:
 
 
 @dataclass(slots=True)
+class StoreCommit:
+    """What one batch committed for one store (for the lag figures)."""
+
+    rows: int
+    oldest_recorded_at: float
+    newest_recorded_at: float
+
+
+@dataclass(slots=True)
 class WriteResult:
     ledger_rows: int = 0
+    stock_rows: int = 0
     skipped_records: int = 0
-    recorded_at: list[float] = field(default_factory=list)
+    #: store_id -> the ledger rows this batch inserted (not the repeated ones)
+    stores: dict[str, StoreCommit] = field(default_factory=dict)
 
 
 def _ts(value: Any) -> datetime:
@@ -45,155 +145,138 @@ def _ts(value: Any) -> datetime:
 
 
 async def ensure_temp_tables(conn: asyncpg.Connection) -> None:
+    """Session temp tables for COPY (emptied at every COMMIT or ROLLBACK)."""
     await conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS tmp_ledger"
-        " (LIKE ledger INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        " (LIKE ledger INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;"
+        " CREATE TEMP TABLE IF NOT EXISTS tmp_stock"
+        " (LIKE stock_levels INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
     )
 
 
+@dataclass
+class _Batch:
+    ledger: list[tuple[Any, ...]] = field(default_factory=list)
+    stock: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    sync: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sales: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    dead: list[tuple[Any, ...]] = field(default_factory=list)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def add(self, value: dict[str, Any]) -> None:
+        if "reasons" in value:  # a dead letter (SPEC rule 6)
+            self.dead.append(
+                (
+                    value["key"],
+                    value.get("kind", "invalid"),
+                    value.get("store_id"),
+                    orjson.dumps(value["reasons"]).decode(),
+                    orjson.dumps(value.get("event")).decode(),
+                    _ts(value["at"]),
+                )
+            )
+            return
+        for row in value.get("ledger", ()):
+            self.ledger.append(
+                (
+                    row["store_id"], row["outlet_seq"], row["line_no"], row["event_id"],
+                    row["type"], row["sku"], row["qty"], row["effect"],
+                    row.get("unit_price_cents"), row.get("reason"), row.get("ref"),
+                    _ts(row["occurred_at"]), _ts(row["recorded_at"]), _ts(row["applied_at"]),
+                )
+            )  # fmt: skip
+        for snap in value.get("stock", ()):
+            k = (snap["store_id"], snap["sku"])
+            old = self.stock.get(k)
+            if old is None or old["ver"] <= snap["ver"]:
+                self.stock[k] = snap
+        progress = value.get("progress")
+        if progress:
+            old_p = self.sync.get(value["store_id"])
+            if old_p is None or _sync_version(old_p) <= _sync_version(progress):
+                self.sync[value["store_id"]] = progress
+        for bucket in value.get("sales", ()):
+            sk = (bucket["store_id"], bucket["minute"])
+            old_b = self.sales.get(sk)
+            if old_b is None or old_b["events"] <= bucket["events"]:
+                self.sales[sk] = bucket
+
+
+def _sync_version(p: dict[str, Any]) -> tuple[int, int, int]:
+    return (int(p["events"]), int(p.get("duplicates", 0)), int(p.get("conflicts", 0)))
+
+
 async def write_batch(conn: asyncpg.Connection, records: Sequence[SinkRecord]) -> WriteResult:
+    """Write ``records`` in one transaction; a repeated or replayed batch changes nothing."""
     result = WriteResult()
+    tps = sorted({(r.topic, r.partition) for r in records})
     async with conn.transaction():
+        # Lock this batch's offset rows: a second worker that still holds a
+        # revoked partition waits here, then skips what we wrote.
         done = {
             (r["topic"], r["partition"]): r["offset"]
-            for r in await conn.fetch(
-                'SELECT topic, partition, "offset" FROM sink_offsets FOR UPDATE'
-            )
+            for r in await conn.fetch(LOCK_OFFSETS, [t for t, _ in tps], [p for _, p in tps])
         }
-        ledger: list[tuple[Any, ...]] = []
-        stock: dict[tuple[str, str], dict[str, Any]] = {}
-        sync: dict[str, dict[str, Any]] = {}
-        sales: dict[tuple[str, str], dict[str, Any]] = {}
-        dead: list[tuple[Any, ...]] = []
-        offsets: dict[tuple[str, int], int] = {}
+        batch = _Batch()
         for rec in records:
             tp = (rec.topic, rec.partition)
             if rec.offset <= done.get(tp, -1):
                 result.skipped_records += 1
                 continue
-            offsets[tp] = max(offsets.get(tp, -1), rec.offset)
-            value = rec.value
-            if "reasons" in value:
-                dead.append(
-                    (
-                        value["key"],
-                        value.get("kind", "invalid"),
-                        value.get("store_id"),
-                        orjson.dumps(value["reasons"]).decode(),
-                        orjson.dumps(value.get("event")).decode(),
-                        _ts(value["at"]),
-                    )
-                )
-                continue
-            for row in value.get("ledger", ()):
-                ledger.append(
-                    (
-                        row["store_id"], row["outlet_seq"], row["line_no"], row["event_id"],
-                        row["type"], row["sku"], row["qty"], row["effect"],
-                        row.get("unit_price_cents"), row.get("reason"), row.get("ref"),
-                        _ts(row["occurred_at"]), _ts(row["recorded_at"]), _ts(row["applied_at"]),
-                    )
-                )  # fmt: skip
-                result.recorded_at.append(_ts(row["recorded_at"]).timestamp())
-            for snap in value.get("stock", ()):
-                k = (snap["store_id"], snap["sku"])
-                old = stock.get(k)
-                if old is None or (old["applied_seq"], old["ver"]) <= (
-                    snap["applied_seq"],
-                    snap["ver"],
-                ):
-                    stock[k] = snap
-            if value.get("progress"):
-                sync[value["store_id"]] = value["progress"]
-            for bucket in value.get("sales", ()):
-                sales[(bucket["store_id"], bucket["minute"])] = bucket
+            batch.offsets[tp] = max(batch.offsets.get(tp, -1), rec.offset)
+            batch.add(rec.value)
 
-        if ledger:
-            await conn.copy_records_to_table("tmp_ledger", records=ledger, columns=LEDGER_COLUMNS)
-            status = await conn.execute(
-                f"INSERT INTO ledger ({', '.join(LEDGER_COLUMNS)})"
-                f" SELECT {', '.join(LEDGER_COLUMNS)} FROM tmp_ledger"
-                " ON CONFLICT (store_id, outlet_seq, line_no) DO NOTHING"
+        if batch.ledger:
+            await conn.copy_records_to_table(
+                "tmp_ledger", records=batch.ledger, columns=LEDGER_COLUMNS
             )
-            result.ledger_rows = int(status.split()[-1])
-        if stock:
-            await conn.executemany(
-                """
-                INSERT INTO stock_levels AS s
-                    (store_id, sku, on_hand, reserved, applied_seq, ver, updated_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7)
-                ON CONFLICT (store_id, sku) DO UPDATE SET
-                    on_hand = excluded.on_hand, reserved = excluded.reserved,
-                    applied_seq = excluded.applied_seq, ver = excluded.ver,
-                    updated_at = excluded.updated_at
-                WHERE (s.applied_seq, s.ver) < (excluded.applied_seq, excluded.ver)
-                """,
-                [
+            for r in await conn.fetch(INSERT_LEDGER):
+                result.ledger_rows += r["n"]
+                result.stores[r["store_id"]] = StoreCommit(r["n"], r["oldest"], r["newest"])
+        if batch.stock:
+            await conn.copy_records_to_table(
+                "tmp_stock",
+                records=[
                     (
-                        s["store_id"], s["sku"], s["on_hand"], s["reserved"],
+                        s["store_id"], s["sku"], s["on_hand"], s.get("reserved", 0),
                         s["applied_seq"], s["ver"], _ts(s["updated_at"]),
                     )
-                    for s in stock.values()
+                    for s in batch.stock.values()
                 ],
+                columns=STOCK_COLUMNS,
             )  # fmt: skip
-        if sync:
+            status = await conn.execute(UPSERT_STOCK)
+            result.stock_rows = int(status.split()[-1])
+        if batch.sync:
             await conn.executemany(
-                """
-                INSERT INTO outlet_sync AS o (store_id, applied_seq, highest_seq, missing, gaps,
-                    duplicates, conflicts, events, lag_p50_ms, lag_p99_ms, last_recorded_at)
-                VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11)
-                ON CONFLICT (store_id) DO UPDATE SET
-                    applied_seq = excluded.applied_seq, highest_seq = excluded.highest_seq,
-                    missing = excluded.missing, gaps = excluded.gaps,
-                    duplicates = excluded.duplicates, conflicts = excluded.conflicts,
-                    events = excluded.events, lag_p50_ms = excluded.lag_p50_ms,
-                    lag_p99_ms = excluded.lag_p99_ms, last_recorded_at = excluded.last_recorded_at,
-                    updated_at = clock_timestamp()
-                WHERE (o.events, o.duplicates) <= (excluded.events, excluded.duplicates)
-                """,
+                UPSERT_SYNC,
                 [
                     (
                         p["store_id"], p["applied_seq"], p["highest_seq"], p.get("missing", 0),
-                        orjson.dumps(p.get("gaps", [])).decode(), p["duplicates"],
+                        orjson.dumps(p.get("gaps", [])).decode(), p.get("duplicates", 0),
                         p.get("conflicts", 0), p["events"], p.get("lag_p50_ms"),
                         p.get("lag_p99_ms"),
                         _ts(p["last_recorded_at"]) if p.get("last_recorded_at") else None,
                     )
-                    for p in sync.values()
+                    for p in batch.sync.values()
                 ],
             )  # fmt: skip
-        if sales:
+        if batch.sales:
             await conn.executemany(
-                """
-                INSERT INTO sales_minute AS m (store_id, minute, units, revenue_cents, events)
-                VALUES ($1, $2, $3, $4, $5)
-                ON CONFLICT (store_id, minute) DO UPDATE SET
-                    units = excluded.units, revenue_cents = excluded.revenue_cents,
-                    events = excluded.events
-                WHERE m.events < excluded.events
-                """,
+                UPSERT_SALES,
                 [
                     (b["store_id"], _ts(b["minute"]), b["units"], b["revenue_cents"], b["events"])
-                    for b in sales.values()
+                    for b in batch.sales.values()
                 ],
             )
-        if dead:
-            await conn.executemany(
-                """
-                INSERT INTO dead_letters (key, kind, store_id, reasons, event, at)
-                VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6)
-                ON CONFLICT (key) DO NOTHING
-                """,
-                dead,
-            )
-        if offsets:
-            await conn.executemany(
-                """
-                INSERT INTO sink_offsets AS o (topic, partition, "offset") VALUES ($1, $2, $3)
-                ON CONFLICT (topic, partition) DO UPDATE SET
-                    "offset" = GREATEST(o."offset", excluded."offset"),
-                    updated_at = clock_timestamp()
-                """,
-                [(t, p, o) for (t, p), o in offsets.items()],
+        if batch.dead:
+            await conn.executemany(INSERT_DEAD, batch.dead)
+        if batch.offsets:
+            items = sorted(batch.offsets.items())
+            await conn.execute(
+                UPSERT_OFFSETS,
+                [t for (t, _), _ in items],
+                [p for (_, p), _ in items],
+                [o for _, o in items],
             )
     return result
