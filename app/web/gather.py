@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from app.faust_app import Central
 
 GATHER_TIMEOUT_S = 3.0
+#: what a worker that cannot answer raises; anything else is a bug and propagates
+GATHER_ERRORS = (aiohttp.ClientError, TimeoutError, RuntimeError, ValueError)
 
 
 @dataclass
@@ -40,6 +42,11 @@ class Gathered:
 
     def envelope(self) -> dict[str, Any]:
         return {"workers": self.workers, "partial": self.partial, "errors": self.errors}
+
+
+def local_envelope(**body: Any) -> dict[str, Any]:
+    """The answer of a worker asked for its local part: the same shape as a gathered one."""
+    return {"workers": 1, "partial": False, "errors": [], **body}
 
 
 def own_url(central: Central) -> str:
@@ -75,7 +82,7 @@ async def gather(
 
     async def remote(url: str) -> dict[str, Any]:
         async with central.app.http_client.get(
-            url + request.path,
+            url + str(request.url.path),
             params=query,
             headers={FORWARDED: "1"},
             timeout=aiohttp.ClientTimeout(total=GATHER_TIMEOUT_S),
@@ -93,7 +100,7 @@ async def gather(
     )
     for url, answer in zip(urls, answers, strict=True):
         if isinstance(answer, BaseException):
-            if not isinstance(answer, (aiohttp.ClientError, TimeoutError, RuntimeError, ValueError)):
+            if not isinstance(answer, GATHER_ERRORS):
                 raise answer
             result.errors.append({"worker": url, "error": f"{type(answer).__name__}: {answer}"})
         else:

@@ -11,7 +11,7 @@ the encoding of ``store + KEY_SEP`` minus its closing quote is a byte prefix
 of the encoding of every key of that store: a seek plus a forward scan reads
 exactly one store's keys, in the byte order of their encoding.
 
-``tests/web/test_rocks.py`` checks these assumptions on a real worker's table
+``tests/web/test_views.py`` (paging) checks these assumptions on a real worker's table
 (a faust-streaming upgrade that moves them fails there, not in production).
 """
 

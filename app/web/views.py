@@ -1,12 +1,14 @@
-"""Central views (SPEC "Public interfaces", central).
+"""Central views (SPEC "Public interfaces", central): where every route is registered.
 
 Any worker answers any key: a request about a store is routed to the worker
-that owns the store's partition of ``retail.events`` (where its tables live).
+that owns the store's partition of ``retail.events`` (where its tables live);
+a request about all stores gathers every worker's part. One module per
+resource: ``stock``, ``sync``, ``reservations``, ``alerts``, ``dead_letters``,
+``dashboard``; ``openapi`` documents what they registered.
 """
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -14,10 +16,8 @@ from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
 from app import metrics
-from app.web.routing import route
-from domain.apply import stock_key
-from domain.progress import ProgressState
-from domain.stock import StockState
+from app.web import alerts, dashboard, dead_letters, openapi, reservations, stock, sync
+from app.web.common import Api
 
 if TYPE_CHECKING:
     from app.faust_app import Central
@@ -27,9 +27,8 @@ def json_response(view: View, data: Any, status: int = 200) -> Response:
     return view.bytes(orjson.dumps(data), content_type="application/json", status=status)
 
 
-def register_views(central: Central) -> None:
+def register_views(central: Central) -> Api:
     app = central.app
-    tables = central.tables
 
     @app.page("/health")
     class Health(View):
@@ -43,25 +42,8 @@ def register_views(central: Central) -> None:
                 generate_latest(metrics.REGISTRY), content_type="text/plain; version=0.0.4"
             )
 
-    @app.page("/api/stores/{store_id}/stock/{sku}")
-    class StockItem(View):
-        async def get(self, request: Request, store_id: str, sku: str) -> Response:
-            routed = await route(central, self, request, store_id)
-            if routed is not None:
-                return routed
-            now_ms = int(time.time() * 1000)
-            state = StockState.from_json(tables.stock.get(stock_key(store_id, sku)))
-            progress = ProgressState.from_json(tables.progress.get(store_id))
-            reserved = state.reserved(now_ms)
-            return json_response(
-                self,
-                {
-                    "store_id": store_id,
-                    "sku": sku,
-                    "on_hand": state.on_hand,
-                    "reserved": reserved,
-                    "available": state.on_hand - reserved,
-                    "applied_seq": progress.seqs.watermark,
-                    "applied_above": sorted(progress.seqs.above),
-                },
-            )
+    api = Api(central)
+    for module in (stock, sync, reservations, alerts, dead_letters, dashboard):
+        module.register(api)
+    openapi.register(api)  # last: documents every route above
+    return api

@@ -1,0 +1,210 @@
+"""Stock views: one SKU at a store, a store's SKUs (paged), one SKU across stores."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from typing import Any
+
+from faust.web import Request, Response
+
+from app.web.common import Api, ApiError, ApiView, bad_request, int_param, not_found
+from app.web.routing import partition_for, route
+from domain.apply import stock_key
+from domain.progress import ProgressState
+from domain.stock import StockState
+
+MAX_ID = 200
+
+
+def check_id(name: str, value: str) -> str:
+    """Store ids and SKUs: non-empty, at most 200 characters, no key separator."""
+    if not value or len(value) > MAX_ID or any(ord(c) < 32 or c == "\x7f" for c in value):
+        raise bad_request(f"{name} must be 1-{MAX_ID} characters without control characters")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise bad_request(f"{name} is not valid UTF-8") from None
+    return value
+
+
+def known_progress(view: ApiView, store_id: str) -> ProgressState:
+    """The store's progress record; 404 if the centre never saw an event of it."""
+    data = view.central.tables.progress.get(store_id)
+    if not data:
+        raise not_found("store", f"no event of store {store_id!r} has reached the centre")
+    return ProgressState.from_json(data)
+
+
+def stock_figures(state: StockState, now_ms: int) -> dict[str, int]:
+    reserved = state.reserved(now_ms)
+    return {
+        "on_hand": state.on_hand,
+        "reserved": reserved,
+        "available": state.on_hand - reserved,
+        "applied_seq": state.applied_seq,
+    }
+
+
+def encode_cursor(sku: str) -> str:
+    return base64.urlsafe_b64encode(sku.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        sku = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise bad_request("cursor is not one this API returned", "bad_cursor") from None
+    try:
+        return check_id("cursor", sku)
+    except ApiError:
+        raise bad_request("cursor is not one this API returned", "bad_cursor") from None
+
+
+class StockItem(ApiView):
+    """``GET /api/stores/{store_id}/stock/{sku}``: what the outlet's local view reads."""
+
+    async def get(self, request: Request, store_id: str, sku: str) -> Response:
+        check_id("store_id", store_id)
+        check_id("sku", sku)
+        routed = await route(self.central, self, request, store_id)
+        if routed is not None:
+            return routed
+        tables = self.central.tables
+        state = StockState.from_json(tables.stock.get(stock_key(store_id, sku)))
+        progress = ProgressState.from_json(tables.progress.get(store_id))
+        return self.json_ok(
+            {
+                "store_id": store_id,
+                "sku": sku,
+                **stock_figures(state, int(time.time() * 1000)),
+                # what the outlet view adds its local events to (SPEC "The outlet's own view")
+                "applied_seq": progress.seqs.watermark,
+                "applied_above": sorted(progress.seqs.above),
+            }
+        )
+
+
+class StoreStock(ApiView):
+    """``GET /api/stores/{store_id}/stock?limit=&cursor=``: a store's SKUs, one page.
+
+    Reads one store's keys with a prefix scan of its partition's RocksDB
+    (``app.web.rocks``), so a page costs O(limit), not O(all keys).
+    """
+
+    async def get(self, request: Request, store_id: str) -> Response:
+        check_id("store_id", store_id)
+        limit = int_param(request, "limit", 100, minimum=1, maximum=1000)
+        raw_cursor = request.query.get("cursor")
+        after_sku = decode_cursor(raw_cursor) if raw_cursor else None
+        routed = await route(self.central, self, request, store_id)
+        if routed is not None:
+            return routed
+        from app.web.rocks import scan_prefix
+
+        progress = known_progress(self, store_id)
+        table = self.central.tables.stock
+        partition = partition_for(store_id, self.central.settings.topic_partitions)
+        prefix = stock_key(store_id, "")
+        after = stock_key(store_id, after_sku) if after_sku is not None else None
+        now_ms = int(time.time() * 1000)
+        items: list[dict[str, Any]] = []
+        more = False
+        for key, value in scan_prefix(table, partition, prefix, after=after):
+            if len(items) == limit:
+                more = True
+                break
+            sku = key[len(prefix) :]
+            items.append({"sku": sku, **stock_figures(StockState.from_json(value), now_ms)})
+        return self.json_ok(
+            {
+                "store_id": store_id,
+                "store_applied_seq": progress.seqs.watermark,
+                "limit": limit,
+                "items": items,
+                "next_cursor": encode_cursor(items[-1]["sku"]) if more else None,
+            }
+        )
+
+
+class SkuStock(ApiView):
+    """``GET /api/skus/{sku}/stock``: one SKU at every store (the ``sku_totals`` table).
+
+    ``sku_totals`` is keyed by SKU (fed by a repartition of stock snapshots), so
+    the request goes to the worker owning the SKU's partition of that table.
+    """
+
+    async def get(self, request: Request, sku: str) -> Response:
+        check_id("sku", sku)
+        table = getattr(self.central.tables, "sku_totals", None)
+        routed = await route(self.central, self, request, sku, table=table)
+        if routed is not None:
+            return routed
+        data = table.get(sku) if table is not None else None
+        if not data or not data.get("stores"):
+            raise not_found("sku", f"no store has reported stock of SKU {sku!r}")
+        stores = [
+            {
+                "store_id": store_id,
+                "on_hand": int(entry.get("on_hand", 0)),
+                "applied_seq": int(entry.get("applied_seq", 0)),
+            }
+            for store_id, entry in sorted(data["stores"].items())
+        ]
+        return self.json_ok(
+            {
+                "sku": sku,
+                "total_on_hand": sum(s["on_hand"] for s in stores),
+                "stores": stores,
+            }
+        )
+
+
+def register(api: Api) -> None:
+    from app.web import openapi as oa
+
+    api.register(
+        "/api/stores/{store_id}/stock/{sku}",
+        StockItem,
+        {
+            "get": oa.op(
+                "Stock of one SKU at one store",
+                "The centre's stock and the store's applied seqs (the outlet's view adds "
+                "its own events after `applied_seq`).",
+                params=[oa.path("store_id"), oa.path("sku")],
+                ok=oa.ref("StockItem"),
+                errors=(400, 503),
+            )
+        },
+    )
+    api.register(
+        "/api/stores/{store_id}/stock",
+        StoreStock,
+        {
+            "get": oa.op(
+                "A store's SKUs, paged",
+                "Pass `next_cursor` back as `cursor` for the next page; null means the last.",
+                params=[
+                    oa.path("store_id"),
+                    oa.query_int("limit", 1, 1000, 100, "page size"),
+                    oa.query_str("cursor", "opaque cursor from a previous page"),
+                ],
+                ok=oa.ref("StockPage"),
+                errors=(400, 404, 503),
+            )
+        },
+    )
+    api.register(
+        "/api/skus/{sku}/stock",
+        SkuStock,
+        {
+            "get": oa.op(
+                "One SKU across stores",
+                "On hand per store from the SKU-partitioned totals table.",
+                params=[oa.path("sku")],
+                ok=oa.ref("SkuStock"),
+                errors=(400, 404, 503),
+            )
+        },
+    )

@@ -1,0 +1,135 @@
+"""Sync status per store (SPEC "Sync lag"): applied seq, gaps, duplicates, lag, last event age."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from faust.web import Request, Response
+
+from app.web import openapi as oa
+from app.web.common import Api, ApiView
+from app.web.gather import gather, is_local_request, local_envelope
+from app.web.rocks import local_items
+from app.web.routing import route
+from app.web.stock import check_id, known_progress
+from domain.progress import ProgressState
+
+if TYPE_CHECKING:
+    from app.faust_app import Central
+
+#: a store is "behind" with a gap, or when its recent p99 sync lag exceeds this
+BEHIND_LAG_MS = 2000.0
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+def sync_row(
+    central: Central, store_id: str, progress: ProgressState, now: float
+) -> dict[str, Any]:
+    """One store's figures; lag percentiles are the owner's recent in-memory window."""
+    lags = central.applier.lags
+    p50 = _ms(lags.percentile(store_id, 0.5))
+    p99 = _ms(lags.percentile(store_id, 0.99))
+    missing = progress.seqs.missing_count()
+    last_recorded = progress.last_recorded_at or None
+    return {
+        "store_id": store_id,
+        "applied_seq": progress.seqs.watermark,
+        "highest_seq": progress.seqs.highest,
+        "gaps": [list(g) for g in progress.seqs.gaps(limit=20)],
+        "missing": missing,
+        "duplicates": progress.duplicates,
+        "conflicts": progress.conflicts,
+        "events": progress.events,
+        "lag_p50_ms": p50,
+        "lag_p99_ms": p99,
+        "last_recorded_at": last_recorded,
+        "last_applied_at": progress.last_applied_at or None,
+        "last_event_age_s": (
+            None if last_recorded is None else round(max(0.0, now - last_recorded), 3)
+        ),
+        "behind": missing > 0 or (p99 is not None and p99 > BEHIND_LAG_MS),
+    }
+
+
+def local_sync_rows(central: Central) -> list[dict[str, Any]]:
+    """Every store of this worker's active partitions (one progress key per store)."""
+    now = time.time()
+    return [
+        sync_row(central, str(store_id), ProgressState.from_json(value), now)
+        for store_id, value in local_items(central.tables.progress)
+    ]
+
+
+def merge_rows(parts: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per store; during a rebalance two workers may both report one: keep the newer."""
+    best: dict[str, dict[str, Any]] = {}
+    for rows in parts:
+        for row in rows:
+            seen = best.get(row["store_id"])
+            if seen is None or (row["events"], row["applied_seq"]) > (
+                seen["events"],
+                seen["applied_seq"],
+            ):
+                best[row["store_id"]] = row
+    return [best[k] for k in sorted(best)]
+
+
+class StoreSync(ApiView):
+    """``GET /api/stores/{store_id}/sync``, answered by the store's owner."""
+
+    async def get(self, request: Request, store_id: str) -> Response:
+        check_id("store_id", store_id)
+        routed = await route(self.central, self, request, store_id)
+        if routed is not None:
+            return routed
+        progress = known_progress(self, store_id)
+        return self.json_ok(sync_row(self.central, store_id, progress, time.time()))
+
+
+class AllSync(ApiView):
+    """``GET /api/sync``: every worker's stores, merged."""
+
+    async def get(self, request: Request) -> Response:
+        if is_local_request(request):
+            return self.json_ok(local_envelope(stores=local_sync_rows(self.central)))
+
+        async def local() -> dict[str, Any]:
+            return {"stores": local_sync_rows(self.central)}
+
+        gathered = await gather(self.central, request, local)
+        stores = merge_rows([part.get("stores", []) for part in gathered.parts])
+        return self.json_ok({**gathered.envelope(), "stores": stores})
+
+
+def register(api: Api) -> None:
+    api.register(
+        "/api/stores/{store_id}/sync",
+        StoreSync,
+        {
+            "get": oa.op(
+                "Sync status of one store",
+                "Applied seq (watermark), gaps, duplicates dropped, recent sync lag "
+                "p50/p99 (recorded_at at the outlet to applied centrally), last event age.",
+                params=[oa.path("store_id")],
+                ok=oa.ref("StoreSync"),
+                errors=(400, 404, 503),
+            )
+        },
+    )
+    api.register(
+        "/api/sync",
+        AllSync,
+        {
+            "get": oa.op(
+                "Sync status of every store",
+                "Gathered from every worker; `partial` is true when one did not answer.",
+                params=[oa.scope_param()],
+                ok=oa.ref("Sync"),
+                errors=(400,),
+            )
+        },
+    )
