@@ -78,11 +78,18 @@ class Applier:
         futures += self._send_outputs(outcome, store_event, dead, now)
         await wait_all(futures)
 
-        # Everything above is acknowledged: it is now safe for keys to forget
-        # per-seq detail up to the current watermark (recorded at the next write).
-        for store_id in outcome.touched_progress:
-            progress = self.cache.progress(store_id)
-            progress.durable_wm = progress.seqs.watermark
+        # Everything above is acknowledged: keys may now forget per-seq detail
+        # up to the confirmed watermark. Record it before acking the batch, so
+        # a restart does not begin with a watermark one batch behind.
+        confirmed = {}
+        for store_id, seqs in outcome.seen.items():
+            if self.cache.progress(store_id).confirm(seqs):
+                confirmed[store_id] = self.cache.progress(store_id).to_json()
+        await wait_all(
+            f
+            for store_id, value in confirmed.items()
+            for f in write_keys(self.tables.progress, store_event[store_id], {store_id: value})
+        )
         self.reservations.answer(outcome.replies)
         for reply in outcome.replies.values():
             if reply.get("granted") and reply.get("expires_at_ms"):

@@ -83,6 +83,9 @@ class BatchOutcome:
     transfer_legs: list[dict[str, Any]] = field(default_factory=list)
     #: seconds from recorded_at to applied, per newly applied event
     lags: list[tuple[str, float]] = field(default_factory=list)
+    #: every seq seen per store in this batch (new or duplicate): once the batch
+    #: is acknowledged, their effects are durable in every key they touch
+    seen: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     new_events: int = 0
     duplicates: int = 0
     effects: dict[Effect, int] = field(default_factory=lambda: defaultdict(int))
@@ -114,6 +117,7 @@ def _apply_one(event: Event, state: StateAccess, now: float, out: BatchOutcome) 
     store = event.store_id
     seq = event.outlet_seq
     progress = state.progress(store)
+    out.seen[store].append(seq)
     fp = fingerprint(event)
     if seq in progress.seqs:
         known = progress.fingerprints.get(seq)

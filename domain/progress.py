@@ -27,6 +27,20 @@ class ProgressState:
     void_rejected: int = 0
     last_recorded_at: float = 0.0
     last_applied_at: float = 0.0
+    #: Seqs this process has applied *and* seen acknowledged (not persisted):
+    #: starts at ``durable_wm``. The ``seqs`` read back after a crash may claim
+    #: seqs whose key writes were lost; only a confirmed flush of their replay
+    #: may move ``durable_wm`` past them.
+    flushed: SeqSet = field(default_factory=SeqSet, compare=False)
+
+    def confirm(self, seqs: list[int]) -> bool:
+        """A flush carrying ``seqs`` was acknowledged; True if ``durable_wm`` moved."""
+        for seq in seqs:
+            self.flushed.add(seq)
+        if self.flushed.watermark > self.durable_wm:
+            self.durable_wm = self.flushed.watermark
+            return True
+        return False
 
     def remember(self, seq: int, fingerprint: str) -> None:
         self.fingerprints[seq] = fingerprint
@@ -52,9 +66,11 @@ class ProgressState:
     def from_json(cls, data: dict[str, Any] | None) -> ProgressState:
         if not data:
             return cls()
+        durable_wm = int(data.get("durable_wm", 0))
         return cls(
+            flushed=SeqSet(watermark=durable_wm),
             seqs=SeqSet.from_json(data.get("seqs")),
-            durable_wm=int(data.get("durable_wm", 0)),
+            durable_wm=durable_wm,
             duplicates=int(data.get("duplicates", 0)),
             conflicts=int(data.get("conflicts", 0)),
             events=int(data.get("events", 0)),

@@ -1,0 +1,259 @@
+"""SPEC "Ordering, duplicates, conflicts": any arrival order gives the same stock.
+
+Generated histories for several stores (every event type, counts, voids,
+transfers) are delivered shuffled, with duplicates and replays, in batches of
+random size, sometimes with a simulated crash that loses part of a batch's
+writes. The result must equal a plain reference model applied in seq order.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.schema import Event, Line, new_event_id
+from domain.apply import apply_events, split_key, stock_key
+from domain.progress import ProgressState
+from domain.stock import StockState
+
+SKUS = ["A", "B", "C"]
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[Event]:
+    events: list[Event] = []
+    for store in draw(
+        st.lists(st.sampled_from(["S1", "S2", "S3"]), min_size=1, max_size=3, unique=True)
+    ):
+        sales: list[Event] = []
+        voided: set[str] = set()
+        for seq in range(1, draw(st.integers(1, 25)) + 1):
+            kind = draw(
+                st.sampled_from(
+                    ["sale", "sale", "return", "receipt", "adjustment", "count", "void",
+                     "transfer_out", "transfer_in"]
+                )
+            )  # fmt: skip
+            ref = None
+            reason = None
+            if kind == "void":
+                candidates = [s for s in sales if s.event_id not in voided]
+                if not candidates:
+                    kind = "sale"
+                else:
+                    sale = draw(st.sampled_from(candidates))
+                    voided.add(sale.event_id)
+                    ref = sale.event_id
+                    lines = sale.lines
+            if kind != "void":
+                skus = draw(
+                    st.lists(st.sampled_from(SKUS), min_size=1, max_size=3, unique=kind == "count")
+                )
+                if kind == "adjustment":
+                    qty = st.integers(-5, 5).filter(bool)
+                    reason = "correction"
+                elif kind == "count":
+                    qty = st.integers(0, 20)
+                else:
+                    qty = st.integers(1, 5)
+                lines = tuple(Line(sku, draw(qty)) for sku in skus)
+            if kind.startswith("transfer"):
+                ref = f"TR-{store}-{seq}"
+            event = Event(
+                event_id=new_event_id(),
+                type=kind,
+                store_id=store,
+                terminal_id="T1",
+                outlet_seq=seq,
+                client_txn_id=f"{store}-{seq}",
+                occurred_at=T0 + timedelta(seconds=seq),
+                recorded_at=T0 + timedelta(seconds=seq),
+                lines=lines,
+                ref=ref,
+                reason=reason,
+            )
+            if kind == "sale":
+                sales.append(event)
+            events.append(event)
+    return events
+
+
+def reference(events: list[Event]) -> dict[str, int]:
+    """The plain model: each store's events once, in seq order (SPEC rules 1 and 4)."""
+    stock: dict[str, int] = defaultdict(int)
+    sign = {"sale": -1, "return": 1, "receipt": 1, "adjustment": 1, "void": 1,
+            "transfer_out": -1, "transfer_in": 1}  # fmt: skip
+    for event in sorted(events, key=lambda e: (e.store_id, e.outlet_seq)):
+        if event.type == "count":
+            for line in event.lines:
+                stock[stock_key(event.store_id, line.sku)] = line.qty
+        else:
+            for line in event.lines:
+                stock[stock_key(event.store_id, line.sku)] += sign[event.type] * line.qty
+    return {k: v for k, v in stock.items()}
+
+
+@dataclass
+class Tables:
+    """What a worker has durably: one JSON value per key (the changelog's view)."""
+
+    stock: dict[str, Any] = field(default_factory=dict)
+    progress: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Worker:
+    """The apply loop of ``agents/apply.py`` on in-memory tables, with crashes."""
+
+    tables: Tables
+    stock_cache: dict[str, StockState] = field(default_factory=dict)
+    progress_cache: dict[str, ProgressState] = field(default_factory=dict)
+    other: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def stock(self, key: str) -> StockState:
+        if key not in self.stock_cache:
+            self.stock_cache[key] = StockState.from_json(self.tables.stock.get(key))
+        return self.stock_cache[key]
+
+    def progress(self, store_id: str) -> ProgressState:
+        if store_id not in self.progress_cache:
+            self.progress_cache[store_id] = ProgressState.from_json(
+                self.tables.progress.get(store_id)
+            )
+        return self.progress_cache[store_id]
+
+    def sales(self, key: str) -> dict[str, Any]:
+        return self.other.setdefault(f"sales:{key}", {})
+
+    def reservation(self, key: str) -> dict[str, Any]:
+        return self.other.setdefault(f"res:{key}", {})
+
+    def batch(self, events: list[Event], rng: random.Random | None) -> bool:
+        """Apply and write; with ``rng``, crash part-way through the writes (False)."""
+        out = apply_events(events, self, now=0.0)
+        writes = [("stock", k, self.stock(k).to_json()) for k in out.touched_stock]
+        writes += [("progress", s, self.progress(s).to_json()) for s in out.touched_progress]
+        if rng is not None:
+            rng.shuffle(writes)
+            writes = [w for w in writes if rng.random() < 0.5]
+        for table, key, value in writes:
+            getattr(self.tables, table)[key] = value
+        if rng is not None:
+            return False
+        for store_id, seqs in out.seen.items():  # acked: keys may now forget below this
+            if self.progress(store_id).confirm(seqs):
+                self.tables.progress[store_id] = self.progress(store_id).to_json()
+        return True
+
+
+def run(deliveries: list[Event], batch_sizes: list[int], crash_at: set[int], seed: int) -> Tables:
+    tables = Tables()
+    worker = Worker(tables)
+    rng = random.Random(seed)
+    committed = 0
+    i = 0
+    n_batch = 0
+    while committed < len(deliveries):
+        size = batch_sizes[n_batch % len(batch_sizes)]
+        batch = deliveries[committed : committed + size]
+        crash = n_batch in crash_at
+        n_batch += 1
+        if worker.batch(batch, rng if crash else None):
+            committed += len(batch)  # offsets committed after the flush
+        else:
+            worker = Worker(tables)  # restart: caches gone, replay from the commit
+        i += 1
+        assert i < 10_000
+    return tables
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    histories(),
+    st.randoms(use_true_random=False),
+    st.lists(st.integers(1, 12), min_size=1, max_size=5),
+    st.sets(st.integers(0, 30), max_size=4),
+)
+def test_any_arrival_order_gives_the_reference_stock(
+    events: list[Event], rnd: random.Random, batch_sizes: list[int], crash_at: set[int]
+) -> None:
+    deliveries = list(events)
+    deliveries += rnd.sample(events, k=min(len(events), rnd.randint(0, 5)))  # duplicates
+    rnd.shuffle(deliveries)
+    deliveries += deliveries[: rnd.randint(0, len(deliveries))]  # a replay of a prefix
+    tables = run(deliveries, batch_sizes, crash_at, rnd.randint(0, 2**32))
+    got = {k: StockState.from_json(v).on_hand for k, v in tables.stock.items()}
+    want = reference(events)
+    assert {k: v for k, v in got.items() if v or k in want} == want
+    for store_id, value in tables.progress.items():
+        progress = ProgressState.from_json(value)
+        highest = max(e.outlet_seq for e in events if e.store_id == store_id)
+        assert progress.seqs.watermark == highest
+        assert not progress.seqs.gaps()
+
+
+def test_late_count_supersedes_earlier_delta() -> None:
+    """SPEC rule 4 spelled out: seq 2 counts 10; a sale of seq 1 arriving after it changes nothing."""
+    sale = Event(new_event_id(), "sale", "S1", "T1", 1, "c1", T0, T0, (Line("A", 3),))
+    count = Event(new_event_id(), "count", "S1", "T1", 2, "c2", T0, T0, (Line("A", 10),))
+    sale3 = Event(new_event_id(), "sale", "S1", "T1", 3, "c3", T0, T0, (Line("A", 1),))
+    worker = Worker(Tables())
+    worker.batch([sale3, count], None)
+    assert worker.stock(stock_key("S1", "A")).on_hand == 9
+    worker.batch([sale], None)
+    state = worker.stock(stock_key("S1", "A"))
+    assert state.on_hand == 9
+    progress = worker.progress("S1")
+    assert progress.seqs.watermark == 3
+
+
+def test_gap_is_reported_until_filled() -> None:
+    """SPEC rule 3: seq 3 applied with 2 missing; the late 2 is applied, not dropped."""
+    e1 = Event(new_event_id(), "receipt", "S1", "T1", 1, "c1", T0, T0, (Line("A", 5),))
+    e2 = Event(new_event_id(), "sale", "S1", "T1", 2, "c2", T0, T0, (Line("A", 1),))
+    e3 = Event(new_event_id(), "sale", "S1", "T1", 3, "c3", T0, T0, (Line("A", 1),))
+    worker = Worker(Tables())
+    worker.batch([e1, e3], None)
+    assert worker.progress("S1").seqs.gaps() == [(2, 2)]
+    assert worker.stock(stock_key("S1", "A")).on_hand == 4
+    worker.batch([e2, e2], None)
+    assert worker.progress("S1").seqs.gaps() == []
+    assert worker.stock(stock_key("S1", "A")).on_hand == 3
+    assert worker.progress("S1").duplicates == 1
+
+
+def test_conflict_goes_to_dead_letters() -> None:
+    """SPEC rule 2: the same seq with other content is a conflict, not a duplicate."""
+    e1 = Event(new_event_id(), "sale", "S1", "T1", 1, "c1", T0, T0, (Line("A", 1),))
+    forged = Event(e1.event_id, "sale", "S1", "T1", 1, "c1", T0, T0, (Line("A", 50),))
+    worker = Worker(Tables())
+    worker.batch([e1], None)
+    out = apply_events([forged], worker, now=0.0)
+    assert [d.kind for d in out.dead_letters] == ["conflict"]
+    assert "other content" in out.dead_letters[0].reasons[0]
+    assert worker.stock(stock_key("S1", "A")).on_hand == -1
+
+
+def test_second_void_changes_nothing() -> None:
+    sale = Event(new_event_id(), "sale", "S1", "T1", 1, "c1", T0, T0, (Line("A", 2),))
+    void1 = Event(
+        new_event_id(), "void", "S1", "T1", 2, "c2", T0, T0, (Line("A", 2),), ref=sale.event_id
+    )
+    void2 = Event(
+        new_event_id(), "void", "S1", "T1", 3, "c3", T0, T0, (Line("A", 2),), ref=sale.event_id
+    )
+    worker = Worker(Tables())
+    out = apply_events([sale, void1, void2], worker, now=0.0)
+    assert worker.stock(stock_key("S1", "A")).on_hand == 0
+    assert [d.kind for d in out.dead_letters] == ["void_rejected"]
+
+
+def test_split_key_round_trip() -> None:
+    assert split_key(stock_key("S1", "A|B")) == ("S1", "A|B")
