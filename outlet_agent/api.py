@@ -25,7 +25,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.schema import InvalidEvent, parse_terminal_event, utc_now
+from app.schema import MAX_ID_LEN, InvalidEvent, parse_terminal_event, utc_now
 from outlet_agent.config import OutletSettings
 from outlet_agent.errors import OutletError, OutletLogFull, OutletOverloaded
 from outlet_agent.forwarder import Forwarder, ProducerFactory, make_producer
@@ -278,6 +278,8 @@ class OutletApp:
 
     async def get_stock(self, request: Request) -> Response:
         sku = request.path_params["sku"]
+        if not sku.strip() or len(sku) > MAX_ID_LEN:
+            return _error(422, "invalid sku", reasons=[f"sku: 1 to {MAX_ID_LEN} characters"])
         return JSON(await self.view.stock(sku))
 
     async def get_status(self, _request: Request) -> Response:

@@ -230,7 +230,11 @@ def openapi_document(settings: OutletSettings) -> dict[str, Any]:
                     "parameters": [
                         {"name": "sku", "in": "path", "required": True, "schema": ident}
                     ],
-                    "responses": {"200": _json(_ref("Stock"), "The outlet's view")},
+                    "responses": {
+                        "200": _json(_ref("Stock"), "The outlet's view"),
+                        "404": {"description": "Not a sku path (e.g. a control character)"},
+                        "422": _error(f"sku empty or over {MAX_ID_LEN} characters"),
+                    },
                 }
             },
             "/v1/status": {

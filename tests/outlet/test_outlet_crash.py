@@ -30,6 +30,8 @@ class Terminals:
 
     url: str
     token: str
+    #: seconds each terminal waits between sales (0: as fast as the agent answers)
+    pause_s: float = 0.0
     answered: dict[str, int] = field(default_factory=dict)  # client_txn_id -> seq
     created: int = 0
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -45,6 +47,8 @@ class Terminals:
         headers = {"Authorization": f"Bearer {self.token}"}
         async with httpx.AsyncClient(base_url=self.url, timeout=5.0, headers=headers) as client:
             while not self._stop.is_set():
+                if self.pause_s:
+                    await asyncio.sleep(self.pause_s)  # pacing, not synchronisation
                 event = make_event(client_txn_id=f"t{i}-{next(self._ids)}")
                 while True:  # a terminal keeps its event until the agent answers it
                     try:
