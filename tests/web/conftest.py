@@ -65,7 +65,12 @@ class Cluster:
             r = self.get(0, f"/api/stores/{store}/sync")
             return r.status_code == 200 and r.json()["highest_seq"] >= seq
 
-        wait_for(applied, timeout=timeout, what=f"{store} applied up to {seq}")
+        try:
+            wait_for(applied, timeout=timeout, what=f"{store} applied up to {seq}")
+        except AssertionError as exc:
+            views = [self.get(i, f"/api/stores/{store}/sync").text for i in (0, 1)]
+            logs = "\n".join(w.log_tail(15) for w in self.workers)
+            raise AssertionError(f"{exc}\nviews: {views}\nlogs:\n{logs}") from None
 
 
 def _app_env(stack: DevStack) -> dict[str, str]:
