@@ -130,6 +130,7 @@ def _run(settings: OutletSettings, args: argparse.Namespace) -> int:
         http="httptools",
         lifespan="on",
         access_log=False,
+        proxy_headers=False,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=10,
     )

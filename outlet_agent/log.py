@@ -12,21 +12,30 @@ share one fsync, which is what makes the log nearly as fast as the HTTP stack.
 advances after a successful COMMIT, under a lock held for the whole group
 transaction: a failed group leaves no gap and no seq is ever reused (the last
 seq is also kept in ``meta`` so pruning can never make it go back).
+
+Threads: the writer owns one plain ``sqlite3`` connection on one dedicated
+thread and runs a whole group (lookups, inserts, COMMIT) as ONE call there: one
+thread hop per group instead of one per statement, which on a single core is
+what the group commit's throughput depends on. Readers (status, the stock view,
+the forwarder's pages, tokens) use aiosqlite connections of their own and only
+ever see committed rows (WAL).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aiosqlite
 import orjson
@@ -36,6 +45,8 @@ from outlet_agent.effects import fold, line_effect
 from outlet_agent.errors import OutletLogFull, OutletLogUnavailable, OutletOverloaded
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS events (
@@ -213,7 +224,8 @@ class EventLog:
         self._queued_events = 0
         self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._writer: aiosqlite.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._writer_thread: ThreadPoolExecutor | None = None
         self._reader: aiosqlite.Connection | None = None
         self._forward_reader: aiosqlite.Connection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -223,11 +235,11 @@ class EventLog:
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await _connect(self.path)
-        await self._writer.executescript(SCHEMA_SQL)
+        self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="outlet-log-writer")
+        self._writer = await self._in_writer(open_sync, self.path, check_same_thread=False)
         self._reader = await _connect(self.path)
         self._forward_reader = await _connect(self.path)
-        self.last_seq, self.forwarded_seq = await _read_counters(self._writer)
+        self.last_seq, self.forwarded_seq = await self._in_writer(_read_counters, self._writer)
         self._task = asyncio.create_task(self._write_loop(), name="outlet-log-writer")
 
     async def close(self) -> None:
@@ -240,10 +252,27 @@ class EventLog:
         if self._task is not None:
             await self._task
             self._task = None
-        for conn in (self._forward_reader, self._reader, self._writer):
+        for conn in (self._forward_reader, self._reader):
             if conn is not None:
                 await conn.close()
-        self._writer = self._reader = self._forward_reader = None
+        self._reader = self._forward_reader = None
+        if self._writer is not None:
+            await self._in_writer(self._writer.close)
+            self._writer = None
+        if self._writer_thread is not None:
+            self._writer_thread.shutdown(wait=True)
+            self._writer_thread = None
+
+    async def _in_writer(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn`` on the writer's thread (the only thread that touches its connection).
+
+        Shielded: once a call started it finishes even if the caller is cancelled,
+        so the in-memory counters never disagree with what was committed.
+        """
+        assert self._writer_thread is not None
+        loop = asyncio.get_running_loop()
+        call = functools.partial(fn, *args, **kwargs)
+        return await asyncio.shield(loop.run_in_executor(self._writer_thread, call))
 
     @property
     def queued_events(self) -> int:
@@ -308,11 +337,10 @@ class EventLog:
         assert db is not None
         async with self._lock:
             try:
-                await db.execute("BEGIN IMMEDIATE")
-                outcomes, last_seq = await self._write_group(db, items)
-                await db.execute("COMMIT")
+                outcomes, last_seq = await self._in_writer(
+                    _group_transaction, db, items, self.store_id
+                )
             except sqlite3.Error as exc:
-                await _rollback(db)
                 if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
                     log.error("outlet log: disk full, %d events refused (503)", len(items))
                     raise OutletLogFull(
@@ -320,9 +348,6 @@ class EventLog:
                     ) from exc
                 log.error("outlet log: commit failed, %d events refused (503): %s", len(items), exc)
                 raise OutletLogUnavailable(f"the outlet log could not commit: {exc}") from exc
-            except BaseException:
-                await _rollback(db)
-                raise
             # advanced only after COMMIT: a failed group leaves no gap (issue 4)
             if last_seq != self.last_seq:
                 self.last_seq = last_seq
@@ -331,97 +356,6 @@ class EventLog:
         if self._on_group is not None:
             self._on_group(len(items))
         return outcomes
-
-    async def _write_group(
-        self, db: aiosqlite.Connection, items: list[Submission]
-    ) -> tuple[list[Outcome], int]:
-        known = await _existing_txns(db, [s.event.client_txn_id for s in items])
-        refs = [s.event.ref for s in items if s.fill_from_ref and s.event.ref]
-        sales = await _sales_by_ref(db, refs) if refs else {}
-        now = utc_now()
-        recorded_at = _iso(now)
-        recorded_ts = now.timestamp()
-        seq = self.last_seq
-        outcomes: list[Outcome] = []
-        event_rows: list[tuple[Any, ...]] = []
-        line_rows: list[tuple[Any, ...]] = []
-        sale_rows: list[tuple[Any, ...]] = []
-        void_rows: list[tuple[int, int]] = []
-        for item in items:
-            ev = item.event
-            prior = known.get(ev.client_txn_id)
-            if prior is not None:
-                outcomes.append(_repeat(prior, item.content_hash))
-                continue
-            lines = ev.lines
-            if item.fill_from_ref:
-                sale = sales.get(ev.ref or "")
-                if sale is None:
-                    outcomes.append(_invalid(f"ref: no sale {ev.ref!r} in this outlet's log"))
-                    continue
-                if sale.voided_seq is not None:
-                    outcomes.append(
-                        _invalid(f"ref: sale {ev.ref!r} was already voided (seq {sale.voided_seq})")
-                    )
-                    continue
-                lines = sale.lines
-            seq += 1
-            event = Event(
-                event_id=new_event_id(),
-                type=ev.type,
-                store_id=self.store_id,
-                terminal_id=item.terminal_id,
-                outlet_seq=seq,
-                client_txn_id=ev.client_txn_id,
-                occurred_at=ev.occurred_at,
-                recorded_at=now,
-                lines=lines,
-                ref=ev.ref,
-                reason=ev.reason,
-            )
-            answer = Accepted(201, event.event_id, seq, recorded_at)
-            known[ev.client_txn_id] = _Prior(item.content_hash, answer)
-            outcomes.append(answer)
-            event_rows.append(
-                (
-                    seq,
-                    event.event_id,
-                    ev.client_txn_id,
-                    item.content_hash,
-                    recorded_at,
-                    recorded_ts,
-                    ev.type,
-                    encode_event(event),
-                )
-            )
-            for n, line in enumerate(lines):
-                kind, value = line_effect(ev.type, line.qty)
-                line_rows.append((line.sku, seq, n, kind, value))
-            if ev.type == "sale":
-                packed = _pack_lines(lines)
-                sale_rows.append((seq, event.event_id, ev.client_txn_id, packed))
-                sale_ref = _Sale(seq, lines, None)
-                sales[event.event_id] = sales[ev.client_txn_id] = sale_ref
-            elif item.fill_from_ref:
-                sale = sales[ev.ref or ""]
-                sale.voided_seq = seq
-                void_rows.append((seq, sale.seq))
-        if event_rows:
-            await db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?)", event_rows)
-            await db.executemany("INSERT INTO event_lines VALUES (?,?,?,?,?)", line_rows)
-            if sale_rows:
-                await db.executemany(
-                    "INSERT INTO sales (seq, event_id, client_txn_id, lines) VALUES (?,?,?,?)",
-                    sale_rows,
-                )
-            if void_rows:
-                await db.executemany("UPDATE sales SET voided_seq = ? WHERE seq = ?", void_rows)
-            await db.execute(
-                "INSERT INTO meta VALUES ('last_seq', ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (seq,),
-            )
-        return outcomes, seq
 
     # ------------------------------------------------------------------ forwarding
 
@@ -442,7 +376,8 @@ class EventLog:
         db = self._writer
         assert db is not None
         async with self._lock:
-            await db.execute(
+            await self._in_writer(
+                db.execute,
                 "INSERT INTO meta VALUES ('forwarded_seq', ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (seq,),
@@ -461,25 +396,10 @@ class EventLog:
         pruned = 0
         while True:
             async with self._lock:
-                async with db.execute(
-                    "SELECT MAX(seq) FROM (SELECT seq FROM events WHERE seq <= ? "
-                    "AND recorded_ts < ? ORDER BY seq LIMIT ?)",
-                    (self.forwarded_seq, cutoff, chunk),
-                ) as cur:
-                    row = await cur.fetchone()
-                upto = int(row[0]) if row and row[0] is not None else 0
-                if not upto:
-                    return pruned
-                try:
-                    await db.execute("BEGIN IMMEDIATE")
-                    await _fold_into_base(db, upto)
-                    async with db.execute("DELETE FROM events WHERE seq <= ?", (upto,)) as cur:
-                        pruned += cur.rowcount
-                    await db.execute("DELETE FROM event_lines WHERE seq <= ?", (upto,))
-                    await db.execute("COMMIT")
-                except sqlite3.OperationalError:
-                    await _rollback(db)
-                    raise
+                n = await self._in_writer(_prune_chunk, db, self.forwarded_seq, cutoff, chunk)
+            if not n:
+                return pruned
+            pruned += n
 
     # ------------------------------------------------------------------ reading
 
@@ -584,50 +504,180 @@ def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
         yield values[i : i + _IN_CHUNK]
 
 
-async def _existing_txns(db: aiosqlite.Connection, txn_ids: list[str]) -> dict[str, _Prior]:
+def _group_transaction(
+    db: sqlite3.Connection, items: list[Submission], store_id: str
+) -> tuple[list[Outcome], int]:
+    """One group in one transaction, on the writer thread; rolled back on any error.
+
+    The next seq comes from ``meta.last_seq`` read inside the transaction and is
+    written back in it: seqs are gap-free and never reused, whatever happened to
+    the in-memory counter.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = _write_group(db, items, store_id)
+        db.execute("COMMIT")
+    except BaseException:
+        _rollback(db)
+        raise
+    return result
+
+
+def _write_group(
+    db: sqlite3.Connection, items: list[Submission], store_id: str
+) -> tuple[list[Outcome], int]:
+    row = db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
+    seq = int(row[0]) if row else 0
+    known = _existing_txns(db, [s.event.client_txn_id for s in items])
+    refs = [s.event.ref for s in items if s.fill_from_ref and s.event.ref]
+    sales = _sales_by_ref(db, refs) if refs else {}
+    now = utc_now()
+    recorded_at = _iso(now)
+    recorded_ts = now.timestamp()
+    outcomes: list[Outcome] = []
+    event_rows: list[tuple[Any, ...]] = []
+    line_rows: list[tuple[Any, ...]] = []
+    sale_rows: list[tuple[Any, ...]] = []
+    void_rows: list[tuple[int, int]] = []
+    for item in items:
+        ev = item.event
+        prior = known.get(ev.client_txn_id)
+        if prior is not None:
+            outcomes.append(_repeat(prior, item.content_hash))
+            continue
+        lines = ev.lines
+        if item.fill_from_ref:
+            sale = sales.get(ev.ref or "")
+            if sale is None:
+                outcomes.append(_invalid(f"ref: no sale {ev.ref!r} in this outlet's log"))
+                continue
+            if sale.voided_seq is not None:
+                outcomes.append(
+                    _invalid(f"ref: sale {ev.ref!r} was already voided (seq {sale.voided_seq})")
+                )
+                continue
+            lines = sale.lines
+        seq += 1
+        event = Event(
+            event_id=new_event_id(),
+            type=ev.type,
+            store_id=store_id,
+            terminal_id=item.terminal_id,
+            outlet_seq=seq,
+            client_txn_id=ev.client_txn_id,
+            occurred_at=ev.occurred_at,
+            recorded_at=now,
+            lines=lines,
+            ref=ev.ref,
+            reason=ev.reason,
+        )
+        answer = Accepted(201, event.event_id, seq, recorded_at)
+        known[ev.client_txn_id] = _Prior(item.content_hash, answer)
+        outcomes.append(answer)
+        event_rows.append(
+            (
+                seq,
+                event.event_id,
+                ev.client_txn_id,
+                item.content_hash,
+                recorded_at,
+                recorded_ts,
+                ev.type,
+                encode_event(event),
+            )
+        )
+        for n, line in enumerate(lines):
+            kind, value = line_effect(ev.type, line.qty)
+            line_rows.append((line.sku, seq, n, kind, value))
+        if ev.type == "sale":
+            sale_rows.append((seq, event.event_id, ev.client_txn_id, _pack_lines(lines)))
+            sales[event.event_id] = sales[ev.client_txn_id] = _Sale(seq, lines, None)
+        elif item.fill_from_ref:
+            voided = sales[ev.ref or ""]
+            voided.voided_seq = seq
+            void_rows.append((seq, voided.seq))
+    if event_rows:
+        db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?)", event_rows)
+        db.executemany("INSERT INTO event_lines VALUES (?,?,?,?,?)", line_rows)
+        if sale_rows:
+            db.executemany(
+                "INSERT INTO sales (seq, event_id, client_txn_id, lines) VALUES (?,?,?,?)",
+                sale_rows,
+            )
+        if void_rows:
+            db.executemany("UPDATE sales SET voided_seq = ? WHERE seq = ?", void_rows)
+        db.execute(
+            "INSERT INTO meta VALUES ('last_seq', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (seq,),
+        )
+    return outcomes, seq
+
+
+def _existing_txns(db: sqlite3.Connection, txn_ids: list[str]) -> dict[str, _Prior]:
     out: dict[str, _Prior] = {}
     for chunk in _chunks(txn_ids):
         marks = ",".join("?" * len(chunk))
-        async with db.execute(
+        rows = db.execute(
             "SELECT client_txn_id, content_hash, event_id, seq, recorded_at FROM events "
             f"WHERE client_txn_id IN ({marks})",
             tuple(chunk),
-        ) as cur:
-            for txn, digest, event_id, seq, recorded_at in await cur.fetchall():
-                out[txn] = _Prior(bytes(digest), Accepted(201, event_id, int(seq), recorded_at))
+        ).fetchall()
+        for txn, digest, event_id, seq, recorded_at in rows:
+            out[txn] = _Prior(bytes(digest), Accepted(201, event_id, int(seq), recorded_at))
     return out
 
 
-async def _sales_by_ref(db: aiosqlite.Connection, refs: list[str]) -> dict[str, _Sale]:
+def _sales_by_ref(db: sqlite3.Connection, refs: list[str]) -> dict[str, _Sale]:
     """Sales named by event_id or client_txn_id, each under both keys (one object)."""
     out: dict[str, _Sale] = {}
     for chunk in _chunks(refs):
         marks = ",".join("?" * len(chunk))
-        async with db.execute(
+        rows = db.execute(
             "SELECT seq, event_id, client_txn_id, lines, voided_seq FROM sales "
             f"WHERE event_id IN ({marks}) OR client_txn_id IN ({marks})",
             (*chunk, *chunk),
-        ) as cur:
-            for seq, event_id, txn, lines, voided in await cur.fetchall():
-                sale = _Sale(int(seq), _unpack_lines(bytes(lines)), voided)
-                out[event_id] = out[txn] = sale
+        ).fetchall()
+        for seq, event_id, txn, lines, voided in rows:
+            sale = _Sale(int(seq), _unpack_lines(bytes(lines)), voided)
+            out[event_id] = out[txn] = sale
     return out
 
 
-async def _fold_into_base(db: aiosqlite.Connection, upto: int) -> None:
-    async with db.execute(
+def _prune_chunk(db: sqlite3.Connection, forwarded_seq: int, cutoff: float, chunk: int) -> int:
+    """Delete up to ``chunk`` forwarded events older than ``cutoff``; how many went."""
+    row = db.execute(
+        "SELECT MAX(seq) FROM (SELECT seq FROM events WHERE seq <= ? "
+        "AND recorded_ts < ? ORDER BY seq LIMIT ?)",
+        (forwarded_seq, cutoff, chunk),
+    ).fetchone()
+    upto = int(row[0]) if row and row[0] is not None else 0
+    if not upto:
+        return 0
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        _fold_into_base(db, upto)
+        pruned = db.execute("DELETE FROM events WHERE seq <= ?", (upto,)).rowcount
+        db.execute("DELETE FROM event_lines WHERE seq <= ?", (upto,))
+        db.execute("COMMIT")
+    except BaseException:
+        _rollback(db)
+        raise
+    return int(pruned)
+
+
+def _fold_into_base(db: sqlite3.Connection, upto: int) -> None:
+    rows = db.execute(
         "SELECT sku, kind, value FROM event_lines WHERE seq <= ? ORDER BY sku, seq, line",
         (upto,),
-    ) as cur:
-        rows = await cur.fetchall()
+    ).fetchall()
     by_sku: dict[str, list[tuple[str, int]]] = {}
     for sku, kind, value in rows:
         by_sku.setdefault(str(sku), []).append((str(kind), int(value)))
     for sku, effects in by_sku.items():
-        async with db.execute("SELECT on_hand FROM sku_base WHERE sku = ?", (sku,)) as cur:
-            row = await cur.fetchone()
+        row = db.execute("SELECT on_hand FROM sku_base WHERE sku = ?", (sku,)).fetchone()
         on_hand = fold(int(row[0]) if row else 0, effects)
-        await db.execute(
+        db.execute(
             "INSERT INTO sku_base VALUES (?,?,?) ON CONFLICT (sku) DO UPDATE "
             "SET on_hand = excluded.on_hand, upto_seq = excluded.upto_seq",
             (sku, on_hand, upto),
@@ -641,26 +691,24 @@ async def _connect(path: Path) -> aiosqlite.Connection:
     return db
 
 
-async def _read_counters(db: aiosqlite.Connection) -> tuple[int, int]:
-    async with db.execute("SELECT key, value FROM meta") as cur:
-        meta = {str(k): int(v) for k, v in await cur.fetchall()}
-    async with db.execute("SELECT MAX(seq) FROM events") as cur:
-        row = await cur.fetchone()
+def _read_counters(db: sqlite3.Connection) -> tuple[int, int]:
+    meta = {str(k): int(v) for k, v in db.execute("SELECT key, value FROM meta").fetchall()}
+    row = db.execute("SELECT MAX(seq) FROM events").fetchone()
     max_seq = int(row[0]) if row and row[0] is not None else 0
     return max(meta.get("last_seq", 0), max_seq), meta.get("forwarded_seq", 0)
 
 
-async def _rollback(db: aiosqlite.Connection) -> None:
+def _rollback(db: sqlite3.Connection) -> None:
     try:
-        await db.execute("ROLLBACK")
+        db.execute("ROLLBACK")
     except sqlite3.OperationalError as exc:  # SQLite may already have rolled back
         log.warning("outlet log: rollback: %s", exc)
 
 
-def open_sync(path: Path) -> sqlite3.Connection:
-    """A plain sqlite3 connection for the CLI (tokens, status, replay)."""
+def open_sync(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
+    """A plain sqlite3 connection (autocommit; explicit BEGIN), schema made if missing."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, isolation_level=None)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
     for pragma in PRAGMAS:
         db.execute(pragma)
     db.executescript(SCHEMA_SQL)

@@ -152,9 +152,13 @@ async def test_disk_full_is_503_and_nothing_half_written(agent_factory: AgentFac
     agent: Agent = await agent_factory()
     assert (await agent.post(make_event())).status_code == 201
     log = agent.app.state.outlet.log
-    writer = log._writer
-    (pages,) = await (await writer.execute("PRAGMA page_count")).fetchone()
-    await writer.execute(f"PRAGMA max_page_count = {pages}")
+    writer = log._writer  # simulate a full disk: cap the file at its current size
+
+    def pragma(sql: str) -> list[tuple[int]]:
+        return writer.execute(sql).fetchall()  # type: ignore[no-any-return]
+
+    ((pages,),) = await log._in_writer(pragma, "PRAGMA page_count")
+    await log._in_writer(pragma, f"PRAGMA max_page_count = {pages}")
     big = [
         make_event(lines=[{"sku": f"S{i}-{j}", "qty": 1} for j in range(400)]) for i in range(20)
     ]
@@ -164,7 +168,7 @@ async def test_disk_full_is_503_and_nothing_half_written(agent_factory: AgentFac
     with agent.db() as db:
         assert db.execute("SELECT COUNT(*) FROM events").fetchone() == (1,)
         assert db.execute("SELECT COUNT(*) FROM event_lines").fetchone() == (1,)
-    await writer.execute("PRAGMA max_page_count = 1073741823")
+    await log._in_writer(pragma, "PRAGMA max_page_count = 1073741823")
     r = await agent.post(make_event())
     assert r.status_code == 201
     assert r.json()["outlet_seq"] == 2  # no gap after the failed group
