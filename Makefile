@@ -15,6 +15,10 @@ setup:  ## create .venv and install the project with its dev tools
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[dev]'
+	@# the dashboard's browser test drives Debian's chromium (it skips without it); as root only
+	command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
+	  (export DEBIAN_FRONTEND=noninteractive; apt-get install -y chromium || \
+	   (apt-get update -qq && apt-get install -y chromium) || true)
 
 .PHONY: run
 run:  ## embedded stack + one worker + two outlet agents + gentle simulated sales (Ctrl-C stops all)

@@ -11,6 +11,7 @@ import asyncio
 import subprocess
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,11 @@ class Cluster:
         return self.env["RETAIL_EVENTS_TOPIC"]
 
     def produce(self, events: list[Any]) -> None:
-        asyncio.run(produce(self.stack.broker.bootstrap, self.topic, events))
+        """Send and wait for the acks; in a thread, so it also works under playwright's loop."""
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(
+                asyncio.run, produce(self.stack.broker.bootstrap, self.topic, events)
+            ).result()
 
     def next_seq(self, store: str) -> int:
         self.seqs[store] = self.seqs.get(store, 0) + 1

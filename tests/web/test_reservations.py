@@ -62,13 +62,11 @@ def test_two_requests_for_the_last_unit_exactly_one_granted(cluster: Cluster) ->
         )
         assert again.status_code == 404
 
-        wait_for(
-            lambda store=store: (
-                cluster.get(0, f"/api/stores/{store}/stock/{sku}").json()["available"] == 1
-            ),
-            timeout=10,
-            what="the unit available again",
-        )
+        def available(store: str = store) -> bool:
+            body = cluster.get(0, f"/api/stores/{store}/stock/{sku}").json()
+            return bool(body["available"] == 1)
+
+        wait_for(available, timeout=10, what="the unit available again")
 
 
 @pytest.mark.parametrize(
