@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import random
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,6 +31,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from outlet_agent.config import OutletSettings
+from outlet_agent.errors import OutletError
 from outlet_agent.log import EventLog, LogRecord
 from outlet_agent.metrics import OutletMetrics
 
@@ -37,6 +39,11 @@ log = logging.getLogger(__name__)
 
 #: Kafka's default ``max.message.bytes`` is 1 MiB; a packed record stays below it.
 MAX_PACKED_BYTES = 512 * 1024
+
+#: How often the forwarded cursor is written to disk while events flow: a crash
+#: re-sends at most this much (same event_id and seq), and live traffic does not
+#: pay one extra fsync per page.
+PERSIST_EVERY_S = 0.2
 
 #: exit status of the crash-test hook (``RETAIL_OUTLET_CRASH_AFTER_SEND``)
 CRASH_EXIT_CODE = 70
@@ -106,6 +113,7 @@ class Forwarder:
         self._producer: Any = None
         self._key = settings.store_id.encode()
         self._next_prune = 0.0
+        self._persisted_at = 0.0
 
     async def run(self) -> None:
         """Forward forever; cancel the task to stop."""
@@ -131,6 +139,9 @@ class Forwarder:
                 if not sent:
                     await self._idle()
         finally:
+            if self.log.persisted_forwarded_seq < self.log.forwarded_seq:
+                with contextlib.suppress(OutletError, sqlite3.Error):
+                    await self._persist()  # a clean stop leaves nothing to re-send
             await self._drop_producer()
 
     def _backoff(self, failures: int) -> float:
@@ -138,7 +149,15 @@ class Forwarder:
         cap = min(s.outlet_backoff_max_s, s.outlet_backoff_min_s * 2 ** min(failures, 20))
         return random.uniform(s.outlet_backoff_min_s, cap)  # full jitter, never below min
 
+    async def _persist(self) -> None:
+        await self.log.mark_forwarded(self.log.forwarded_seq)
+        self._persisted_at = time.monotonic()
+
     async def _idle(self) -> None:
+        unpersisted = self.log.persisted_forwarded_seq < self.log.forwarded_seq
+        if unpersisted and time.monotonic() - self._persisted_at >= PERSIST_EVERY_S:
+            await self._persist()
+            unpersisted = False
         if time.monotonic() >= self._next_prune:
             self._next_prune = time.monotonic() + self.settings.outlet_prune_interval_s
             pruned = await self.log.prune(self.settings.retention_s)
@@ -148,7 +167,8 @@ class Forwarder:
         if self.log.last_seq > self.log.forwarded_seq:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.log.new_events.wait(), timeout=1.0)
+            wait_s = PERSIST_EVERY_S if unpersisted else 1.0
+            await asyncio.wait_for(self.log.new_events.wait(), timeout=wait_s)
 
     async def _step(self) -> int:
         """Send the next page and mark it; the number of events forwarded."""
@@ -164,7 +184,14 @@ class Forwarder:
             # crash tests: the broker has the records, the log does not know yet
             log.error("forwarder: crash hook after ack of seq %d", page[-1].seq)
             os._exit(CRASH_EXIT_CODE)
-        await self.log.mark_forwarded(page[-1].seq)
+        seq = page[-1].seq
+        due = (
+            seq - self.log.persisted_forwarded_seq >= self.settings.forward_batch_max
+            or time.monotonic() - self._persisted_at >= PERSIST_EVERY_S
+        )
+        await self.log.mark_forwarded(seq, persist=False)
+        if due:
+            await self._persist()
         self.connected = True
         self.metrics.broker_connected.set(1)
         self.metrics.forwarded.inc(len(page))

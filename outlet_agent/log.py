@@ -217,6 +217,7 @@ class EventLog:
         self.group_max = group_max
         self.last_seq = 0
         self.forwarded_seq = 0
+        self.persisted_forwarded_seq = 0
         self.groups_committed = 0
         self._on_group = on_group
         self.new_events = asyncio.Event()
@@ -240,6 +241,7 @@ class EventLog:
         self._reader = await _connect(self.path)
         self._forward_reader = await _connect(self.path)
         self.last_seq, self.forwarded_seq = await self._in_writer(_read_counters, self._writer)
+        self.persisted_forwarded_seq = self.forwarded_seq
         self._task = asyncio.create_task(self._write_loop(), name="outlet-log-writer")
 
     async def close(self) -> None:
@@ -371,8 +373,16 @@ class EventLog:
             rows = await cur.fetchall()
         return [LogRecord(int(r[0]), str(r[1]), float(r[2]), bytes(r[3])) for r in rows]
 
-    async def mark_forwarded(self, seq: int) -> None:
-        """Record that every event up to ``seq`` was acknowledged by the broker."""
+    async def mark_forwarded(self, seq: int, *, persist: bool = True) -> None:
+        """Note that every event up to ``seq`` was acknowledged by the broker.
+
+        ``persist=False`` only moves the in-memory cursor (what the forwarder reads
+        next and what ``/v1/status`` shows); a crash before the next persisted mark
+        re-sends those events with their own event_id and seq (SPEC rule 2).
+        """
+        self.forwarded_seq = max(self.forwarded_seq, seq)
+        if not persist:
+            return
         db = self._writer
         assert db is not None
         async with self._lock:
@@ -382,7 +392,7 @@ class EventLog:
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (seq,),
             )
-        self.forwarded_seq = seq
+        self.persisted_forwarded_seq = seq
 
     async def prune(self, retention_s: float, *, chunk: int = 5_000) -> int:
         """Delete forwarded events older than ``retention_s``; never an unacked one.
@@ -396,7 +406,9 @@ class EventLog:
         pruned = 0
         while True:
             async with self._lock:
-                n = await self._in_writer(_prune_chunk, db, self.forwarded_seq, cutoff, chunk)
+                n = await self._in_writer(
+                    _prune_chunk, db, self.persisted_forwarded_seq, cutoff, chunk
+                )
             if not n:
                 return pruned
             pruned += n
