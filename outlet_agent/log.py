@@ -40,7 +40,7 @@ from typing import Any, Literal, TypeVar
 import aiosqlite
 import orjson
 
-from app.schema import Event, Line, TerminalEvent, encode_event, new_event_id, utc_now
+from app.schema import SCHEMA, Line, TerminalEvent, new_event_id, utc_now
 from outlet_agent.effects import fold, line_effect
 from outlet_agent.errors import OutletLogFull, OutletLogUnavailable, OutletOverloaded
 
@@ -570,40 +570,29 @@ def _write_group(
                 continue
             lines = sale.lines
         seq += 1
-        event = Event(
-            event_id=new_event_id(),
-            type=ev.type,
-            store_id=store_id,
-            terminal_id=item.terminal_id,
-            outlet_seq=seq,
-            client_txn_id=ev.client_txn_id,
-            occurred_at=ev.occurred_at,
-            recorded_at=now,
-            lines=lines,
-            ref=ev.ref,
-            reason=ev.reason,
-        )
-        answer = Accepted(201, event.event_id, seq, recorded_at)
+        event_id = new_event_id()
+        answer = Accepted(201, event_id, seq, recorded_at)
         known[ev.client_txn_id] = _Prior(item.content_hash, answer)
         outcomes.append(answer)
+        body = _encode(ev, event_id, store_id, item.terminal_id, seq, recorded_at, lines)
         event_rows.append(
             (
                 seq,
-                event.event_id,
+                event_id,
                 ev.client_txn_id,
                 item.content_hash,
                 recorded_at,
                 recorded_ts,
                 ev.type,
-                encode_event(event),
+                body,
             )
         )
         for n, line in enumerate(lines):
             kind, value = line_effect(ev.type, line.qty)
             line_rows.append((line.sku, seq, n, kind, value))
         if ev.type == "sale":
-            sale_rows.append((seq, event.event_id, ev.client_txn_id, _pack_lines(lines)))
-            sales[event.event_id] = sales[ev.client_txn_id] = _Sale(seq, lines, None)
+            sale_rows.append((seq, event_id, ev.client_txn_id, _pack_lines(lines)))
+            sales[event_id] = sales[ev.client_txn_id] = _Sale(seq, lines, None)
         elif item.fill_from_ref:
             voided = sales[ev.ref or ""]
             voided.voided_seq = seq
@@ -624,6 +613,43 @@ def _write_group(
             (seq,),
         )
     return outcomes, seq
+
+
+def _encode(
+    ev: TerminalEvent,
+    event_id: str,
+    store_id: str,
+    terminal_id: str,
+    seq: int,
+    recorded_at: str,
+    lines: tuple[Line, ...],
+) -> bytes:
+    """The event's wire form: byte-for-byte ``encode_event`` of the same ``Event``.
+
+    Built directly (recorded_at formatted once per group) because it is the
+    writer's hottest line; ``tests/outlet`` checks it against ``encode_event``.
+    """
+    return orjson.dumps(
+        {
+            "event_id": event_id,
+            "schema": SCHEMA,
+            "type": ev.type,
+            "store_id": store_id,
+            "terminal_id": terminal_id,
+            "outlet_seq": seq,
+            "client_txn_id": ev.client_txn_id,
+            "occurred_at": _iso(ev.occurred_at),
+            "recorded_at": recorded_at,
+            "lines": [
+                {"sku": ln.sku, "qty": ln.qty}
+                if ln.unit_price_cents is None
+                else {"sku": ln.sku, "qty": ln.qty, "unit_price_cents": ln.unit_price_cents}
+                for ln in lines
+            ],
+            "ref": ev.ref,
+            "reason": ev.reason,
+        }
+    )
 
 
 def _existing_txns(db: sqlite3.Connection, txn_ids: list[str]) -> dict[str, _Prior]:

@@ -243,3 +243,18 @@ def test_packed_records_equal_encode_packed() -> None:
     decoded = [e for value, _ in records for e in decode_record(value)]
     assert [e.outlet_seq for e in decoded] == [1, 2, 3, 4, 5]  # type: ignore[union-attr]
     assert pack_records(page[:1], 3) == [(page[0].body, 1)]
+
+
+async def test_logged_body_is_encode_event_of_the_event(agent: Agent) -> None:
+    from app.schema import encode_event
+
+    sale = make_event(
+        lines=[{"sku": "A", "qty": 2}, {"sku": "B", "qty": 1, "unit_price_cents": 5}],
+        occurred_at="2025-01-02T12:00:00.123456+02:00",
+    )
+    await agent.post(sale)
+    await agent.post(make_event("adjustment", qty=-3, reason="theft"))
+    with agent.db() as db:
+        bodies = [bytes(r[0]) for r in db.execute("SELECT body FROM events ORDER BY seq")]
+    for raw in bodies:
+        assert encode_event(parse_event(orjson.loads(raw))) == raw
