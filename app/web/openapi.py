@@ -173,7 +173,9 @@ SCHEMAS: dict[str, Any] = {
             "total_on_hand": _INT,
             "stores": {
                 "type": "array",
-                "items": _obj({"store_id": _STR, "on_hand": _INT, "applied_seq": _INT}),
+                "items": _obj(
+                    {"store_id": _STR, "on_hand": _INT, "reserved": _INT, "applied_seq": _INT}
+                ),
             },
         }
     ),

@@ -148,6 +148,8 @@ class SkuStock(ApiView):
             {
                 "store_id": store_id,
                 "on_hand": int(entry.get("on_hand", 0)),
+                # reserved as of the store's last stock snapshot (sent on each stock write)
+                "reserved": int(entry.get("reserved", 0)),
                 "applied_seq": int(entry.get("applied_seq", 0)),
             }
             for store_id, entry in sorted(data["stores"].items())
