@@ -31,6 +31,9 @@ class OutletSettings(Settings):
     #: Forwarder backoff after a failed send: capped exponential with full jitter.
     outlet_backoff_min_s: float = Field(default=0.1, gt=0)
     outlet_backoff_max_s: float = Field(default=5.0, gt=0)
+    #: After idling, how long the forwarder lets live events gather before it reads a
+    #: page (like Kafka's linger.ms): fewer, fuller records for a few ms of forward lag.
+    outlet_forward_linger_s: float = Field(default=0.01, ge=0)
     #: How long a stock lookup waits for the centre before using its cache or the log.
     outlet_central_timeout_s: float = Field(default=0.5, gt=0)
     #: Seconds a terminal token stays cached (so a revoke takes effect within it).

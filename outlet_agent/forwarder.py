@@ -169,6 +169,8 @@ class Forwarder:
         with contextlib.suppress(TimeoutError):
             wait_s = PERSIST_EVERY_S if unpersisted else 1.0
             await asyncio.wait_for(self.log.new_events.wait(), timeout=wait_s)
+            if self.settings.outlet_forward_linger_s:
+                await asyncio.sleep(self.settings.outlet_forward_linger_s)  # batching
 
     async def _step(self) -> int:
         """Send the next page and mark it; the number of events forwarded."""
