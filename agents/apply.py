@@ -9,6 +9,7 @@ it are the source records acked, so their offsets can be committed.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import logging
 import time
@@ -25,12 +26,17 @@ from app.lagstats import LagStats
 from app.schema import Event
 from app.settings import Settings
 from app.topics import Topics
-from domain.apply import BatchOutcome, DeadLetter, apply_events, split_key
+from domain.apply import BatchOutcome, DeadLetter, apply_events, finish_batch, split_key
 from domain.reservations import InvalidCommand, ReservationCommand, alert_for
 from tables.state import StateCache, Tables
-from tables.writer import wait_all, write_keys
+from tables.writer import BatchWriter
 
 log = logging.getLogger(__name__)
+
+#: events applied between two yields to the event loop
+CHUNK_EVENTS = 2000
+#: events applied, written and acknowledged together
+GROUP_EVENTS = 10_000
 
 
 @dataclass
@@ -40,13 +46,18 @@ class Applier:
     tables: Tables
     cache: StateCache
     reservations: Reservations
+    writer: BatchWriter
     lags: LagStats = field(default_factory=LagStats)
     #: (expires_at_ms, store_id, order_id) of reservations granted here
     expiries: list[tuple[int, str, str]] = field(default_factory=list)
 
-    async def process(self, batch: list[Any]) -> BatchOutcome:
-        started = time.monotonic()
-        now = time.time()
+    async def process(self, batch: list[Any]) -> None:
+        """Apply a batch taken from the stream, in groups of at most ``GROUP_EVENTS`` events.
+
+        Packed records hold up to 50 events each, so a take of records can be
+        huge; each group is applied, written and acknowledged on its own, and
+        the event loop gets a turn between groups (the web views stay live).
+        """
         valid: list[Event | ReservationCommand] = []
         dead: list[tuple[str, DeadLetter, Any]] = []
         store_event: dict[str, Any] = {}
@@ -59,37 +70,54 @@ class Applier:
                 try:
                     command = ReservationCommand.from_json(orjson.loads(record.value))
                 except (InvalidCommand, orjson.JSONDecodeError) as exc:
-                    dead.append(
-                        (source.dead_letter_key(0), DeadLetter([str(exc)], None, key), record)
-                    )
+                    letter = DeadLetter([str(exc)], None, key)
+                    dead.append((source.dead_letter_key(0), letter, record))
                     continue
                 store_event.setdefault(command.store_id, record)
                 valid.append(command)
-                continue
-            events, bad = validate_record(record.value, source, self.settings)
-            for event in events:
-                store_event.setdefault(event.store_id, record)
-            valid.extend(events)
-            dead.extend((k, d, record) for k, d in bad)
+            else:
+                events, bad = validate_record(record.value, source, self.settings)
+                for event in events:
+                    store_event.setdefault(event.store_id, record)
+                valid.extend(events)
+                dead.extend((k, d, record) for k, d in bad)
+            if len(valid) >= GROUP_EVENTS:
+                await self._apply_group(valid, dead, store_event)
+                valid, dead, store_event = [], [], {}
+        if valid or dead:
+            await self._apply_group(valid, dead, store_event)
 
-        outcome = apply_events(valid, self.cache, now=now)
-        futures: list[Any] = []
-        futures += self._write_state(outcome, store_event)
-        futures += self._send_outputs(outcome, store_event, dead, now)
-        await wait_all(futures)
+    async def _apply_group(
+        self,
+        valid: list[Event | ReservationCommand],
+        dead: list[tuple[str, DeadLetter, Any]],
+        store_event: dict[str, Any],
+    ) -> BatchOutcome:
+        started = time.monotonic()
+        now = time.time()
+        outcome = BatchOutcome()
+        for start in range(0, len(valid), CHUNK_EVENTS):
+            apply_events(valid[start : start + CHUNK_EVENTS], self.cache, now=now, out=outcome,
+                         finish=False)  # fmt: skip
+            await asyncio.sleep(0)  # keep the web views answering during a big batch
+        finish_batch(outcome, self.cache)
+        self._write_state(outcome, store_event)
+        self._send_outputs(outcome, store_event, dead, now)
+        await self.writer.flush()
 
         # Everything above is acknowledged: keys may now forget per-seq detail
         # up to the confirmed watermark. Record it before acking the batch, so
         # a restart does not begin with a watermark one batch behind.
-        confirmed = {}
+        confirmed = False
         for store_id, seqs in outcome.seen.items():
-            if self.cache.progress(store_id).confirm(seqs):
-                confirmed[store_id] = self.cache.progress(store_id).to_json()
-        await wait_all(
-            f
-            for store_id, value in confirmed.items()
-            for f in write_keys(self.tables.progress, store_event[store_id], {store_id: value})
-        )
+            progress = self.cache.progress(store_id)
+            if progress.confirm(seqs):
+                self.writer.set(
+                    self.tables.progress, store_event[store_id], {store_id: progress.to_json()}
+                )
+                confirmed = True
+        if confirmed:
+            await self.writer.flush()
         self.reservations.answer(outcome.replies)
         for reply in outcome.replies.values():
             if reply.get("granted") and reply.get("expires_at_ms"):
@@ -104,23 +132,22 @@ class Applier:
             metrics.APPLY_LAG.observe(lag)
             self.lags.add(store_id, lag)
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
-        if batch:
+        if valid:
             log.debug(
-                "applied batch: %d records, %d new, %d duplicates, %d dead letters, %d keys",
-                len(batch), outcome.new_events, outcome.duplicates,
+                "applied group: %d items, %d new, %d duplicates, %d dead letters, %d keys",
+                len(valid), outcome.new_events, outcome.duplicates,
                 len(dead) + len(outcome.dead_letters), len(outcome.touched_stock),
             )  # fmt: skip
         return outcome
 
-    def _write_state(self, outcome: BatchOutcome, store_event: dict[str, Any]) -> list[Any]:
+    def _write_state(self, outcome: BatchOutcome, store_event: dict[str, Any]) -> None:
         by_store: dict[str, dict[str, Any]] = defaultdict(dict)
         for key in outcome.touched_stock:
             by_store[split_key(key)[0]][key] = self.cache.stock(key).to_json()
-        futures: list[Any] = []
         for store_id, items in by_store.items():
-            futures += write_keys(self.tables.stock, store_event[store_id], items)
+            self.writer.set(self.tables.stock, store_event[store_id], items)
         for store_id in outcome.touched_progress:
-            futures += write_keys(
+            self.writer.set(
                 self.tables.progress,
                 store_event[store_id],
                 {store_id: self.cache.progress(store_id).to_json()},
@@ -129,16 +156,15 @@ class Applier:
         for skey in outcome.touched_sales:
             sales_by_store[split_key(skey)[0]][skey] = self.cache.sales(skey)
         for store_id, items in sales_by_store.items():
-            futures += write_keys(self.tables.sales, store_event[store_id], items)
+            self.writer.set(self.tables.sales, store_event[store_id], items)
         res_by_store: dict[str, dict[str, Any]] = defaultdict(dict)
         for rkey in outcome.touched_reservations:
             res_by_store[split_key(rkey)[0]][rkey] = dict(self.cache.reservation(rkey))
         for store_id, items in res_by_store.items():
-            futures += write_keys(self.tables.reservations, store_event[store_id], items)
-        futures += self._write_alerts(outcome, store_event)
-        return futures
+            self.writer.set(self.tables.reservations, store_event[store_id], items)
+        self._write_alerts(outcome, store_event)
 
-    def _write_alerts(self, outcome: BatchOutcome, store_event: dict[str, Any]) -> list[Any]:
+    def _write_alerts(self, outcome: BatchOutcome, store_event: dict[str, Any]) -> None:
         """SPEC rule 5: negative (and low) stock raises an alert; recovery clears it."""
         threshold = self.settings.low_stock_threshold
         by_store: dict[str, dict[str, Any]] = defaultdict(dict)
@@ -167,10 +193,8 @@ class Applier:
                 at=now,
             )
             by_store[store_id][key] = dict(current)
-        futures: list[Any] = []
         for store_id, items in by_store.items():
-            futures += write_keys(self.tables.alerts, store_event[store_id], items)
-        return futures
+            self.writer.set(self.tables.alerts, store_event[store_id], items)
 
     def _send_outputs(
         self,
@@ -178,8 +202,7 @@ class Applier:
         store_event: dict[str, Any],
         dead: list[tuple[str, DeadLetter, Any]],
         now: float,
-    ) -> list[Any]:
-        futures: list[Any] = []
+    ) -> None:
         # dead letters: invalid records (keyed by their source coordinates) and
         # conflicts (keyed by the event), to the topic and the table
         keyed = list(dead)
@@ -196,11 +219,9 @@ class Applier:
                 "event": d.event,
                 "at": now,
             }
-            futures += write_keys(self.tables.dead_letters, record, {key: value})
-            futures.append(
-                self.topics.dead_letters.send_soon(
-                    key=(d.store_id or "").encode(), value=orjson.dumps(value)
-                )
+            self.writer.set(self.tables.dead_letters, record, {key: value})
+            self.writer.send(
+                self.topics.dead_letters, (d.store_id or "").encode(), orjson.dumps(value)
             )
             metrics.DEAD_LETTERS.labels(kind=d.kind).inc()
 
@@ -222,9 +243,7 @@ class Applier:
                 "updated_at": now,
             }
             stock_by_store[store_id].append(snapshot)
-            futures.append(
-                self.topics.sku_stock.send_soon(key=sku.encode(), value=orjson.dumps(snapshot))
-            )
+            self.writer.send(self.topics.sku_stock, sku.encode(), orjson.dumps(snapshot))
         for store_id in outcome.touched_progress:
             progress = self.cache.progress(store_id)
             sales = [
@@ -256,16 +275,11 @@ class Applier:
                 },
                 "sent_at": now,
             }
-            futures.append(
-                self.topics.applied.send_soon(key=store_id.encode(), value=orjson.dumps(record))
-            )
+            self.writer.send(self.topics.applied, store_id.encode(), orjson.dumps(record))
         for leg in outcome.transfer_legs:
-            futures.append(
-                self.topics.transfers.send_soon(
-                    key=str(leg["transfer_id"]).encode(), value=orjson.dumps(leg)
-                )
+            self.writer.send(
+                self.topics.transfers, str(leg["transfer_id"]).encode(), orjson.dumps(leg)
             )
-        return futures
 
 
 def _sales_figures(bucket: dict[str, Any]) -> dict[str, int]:

@@ -13,10 +13,10 @@ from typing import Any
 
 import orjson
 
-from tables.writer import wait_all, write_keys
+from tables.writer import BatchWriter
 
 
-async def fold_sku_snapshots(table: Any, batch: list[Any]) -> None:
+async def fold_sku_snapshots(table: Any, batch: list[Any], writer: BatchWriter) -> None:
     """sku_totals[sku]["stores"][store] = the newest (applied_seq, ver) snapshot."""
     latest: dict[str, dict[str, Any]] = {}
     partition_event: dict[str, Any] = {}
@@ -39,10 +39,9 @@ async def fold_sku_snapshots(table: Any, batch: list[Any]) -> None:
         record = partition_event[sku]
         records[id(record)] = record
         by_record[id(record)][sku] = entry
-    futures: list[Any] = []
     for rid, items in by_record.items():
-        futures += write_keys(table, records[rid], items)
-    await wait_all(futures)
+        writer.set(table, records[rid], items)
+    await writer.flush()
 
 
 def _discrepancy(sent: dict[str, int], received: dict[str, int]) -> dict[str, int]:
@@ -55,7 +54,7 @@ def _discrepancy(sent: dict[str, int], received: dict[str, int]) -> dict[str, in
     }
 
 
-async def fold_transfer_legs(table: Any, batch: list[Any]) -> None:
+async def fold_transfer_legs(table: Any, batch: list[Any], writer: BatchWriter) -> None:
     """transfers[tid] = both legs, what is in transit, and any discrepancy."""
     latest: dict[str, dict[str, Any]] = {}
     partition_event: dict[str, Any] = {}
@@ -76,7 +75,6 @@ async def fold_transfer_legs(table: Any, batch: list[Any]) -> None:
             _discrepancy(sent, received) if "in" in entry and "out" in entry else {}
         )
         entry["transfer_id"] = tid
-    futures: list[Any] = []
     for tid, entry in latest.items():
-        futures += write_keys(table, partition_event[tid], {tid: entry})
-    await wait_all(futures)
+        writer.set(table, partition_event[tid], {tid: entry})
+    await writer.flush()

@@ -22,7 +22,9 @@ from agents.sink import PostgresSink
 from app.logging_setup import quiet_libraries
 from app.settings import Settings, get_settings
 from app.topics import Topics, define_topics
+from tables.bulk import BulkProducer
 from tables.state import StateCache, Tables, define_tables
+from tables.writer import BatchWriter
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,19 @@ def build(settings: Settings) -> Central:
     )
     cache = StateCache(tables)
     reservations = Reservations(topics.reservations)
-    applier = Applier(settings, topics, tables, cache, reservations)
+
+    def batch_writer() -> BatchWriter:
+        """One writer (and one bulk producer) per agent: their flushes never mix."""
+        bulk = None
+        if settings.processing_guarantee == "at_least_once":
+            bulk = BulkProducer(settings.bootstrap_servers)
+            bulk_producers.append(bulk)
+        return BatchWriter(vars(tables).values(), bulk)
+
+    bulk_producers: list[BulkProducer] = []
+    applier = Applier(settings, topics, tables, cache, reservations, batch_writer())
+    sku_writer = batch_writer()
+    transfer_writer = batch_writer()
     sink = PostgresSink(settings)
     central = Central(app, settings, topics, tables, cache, applier, sink, reservations)
 
@@ -122,14 +136,14 @@ def build(settings: Settings) -> Central:
     @app.agent(topics.sku_stock, name="sku-totals")
     async def sku_totals(stream: Any) -> None:
         async for batch in stream.noack_take(2000, 0.1):
-            await fold_sku_snapshots(tables.sku_totals, batch)
+            await fold_sku_snapshots(tables.sku_totals, batch, sku_writer)
             for event in batch:
                 await stream.ack(event)
 
     @app.agent(topics.transfers, name="transfers")
     async def transfers(stream: Any) -> None:
         async for batch in stream.noack_take(500, 0.1):
-            await fold_transfer_legs(tables.transfers, batch)
+            await fold_transfer_legs(tables.transfers, batch, transfer_writer)
             for event in batch:
                 await stream.ack(event)
 
@@ -140,6 +154,11 @@ def build(settings: Settings) -> Central:
         while applier.expiries and applier.expiries[0][0] <= now_ms:
             _, store_id, order_id = heapq.heappop(applier.expiries)
             await reservations.expire(store_id, order_id)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def stop_bulk_producers(sender: Any, *args: Any, **kwargs: Any) -> None:
+        for bulk in bulk_producers:
+            await bulk.stop()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def drop_cache(sender: Any, *args: Any, **kwargs: Any) -> None:

@@ -97,20 +97,32 @@ def apply_events(
     *,
     now: float,
     out: BatchOutcome | None = None,
+    finish: bool = True,
 ) -> BatchOutcome:
-    """Apply ``events`` in arrival order; the stock is independent of that order."""
+    """Apply ``events`` in arrival order; the stock is independent of that order.
+
+    A caller that applies a batch in several calls passes ``finish=False`` and
+    calls :func:`finish_batch` once at the end.
+    """
     out = out or BatchOutcome()
     for event in events:
         if isinstance(event, ReservationCommand):
             _apply_command(event, state, out)
         else:
             _apply_one(event, state, now, out)
-    for store_id in out.touched_progress:
-        progress = state.progress(store_id)
-        for key in out.touched_stock:
-            if split_key(key)[0] == store_id:
-                state.stock(key).advance(progress.durable_wm)
+    if finish:
+        finish_batch(out, state)
     return out
+
+
+def finish_batch(out: BatchOutcome, state: StateAccess) -> None:
+    """Let each touched key forget per-seq detail below its store's durable watermark."""
+    durable: dict[str, int] = {}
+    for key in out.touched_stock:
+        store_id = split_key(key)[0]
+        if store_id not in durable:
+            durable[store_id] = state.progress(store_id).durable_wm
+        state.stock(key).advance(durable[store_id])
 
 
 def _apply_one(event: Event, state: StateAccess, now: float, out: BatchOutcome) -> None:

@@ -1,8 +1,14 @@
-"""Write many keys of a table in one go and get back what to wait for.
+"""Write many table keys and output records as one batch, and know when it is durable.
 
-``table[key] = value`` sends its changelog record and forgets the future; to
-be able to say "this batch is durable" we keep every future and await them all
-before acking the source records (SPEC "What is promised").
+A batch's every write (RocksDB + changelog) and output record is queued here;
+:meth:`BatchWriter.flush` returns once the broker acknowledged all of them, and
+only then may the apply agent ack its source records (SPEC "What is promised").
+
+Two paths: the bulk path (``tables/bulk.py``: record batches straight to
+aiokafka, for ``at_least_once``) and Faust's own producer (transactional under
+``exactly_once``). Both write RocksDB through Faust's store of the partition.
+Encoding keys and values with the store's own codec keeps them byte-identical
+to what Faust itself would write and read back.
 """
 
 from __future__ import annotations
@@ -11,18 +17,10 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from faust.types import TP
+
+from tables.bulk import BulkProducer
 from tables.partition_context import in_partition_of
-
-
-def write_keys(table: Any, partition_event: Any, items: Mapping[str, Any]) -> list[Any]:
-    """Write ``items`` to RocksDB and the changelog, in ``partition_event``'s partition."""
-    partition = partition_event.message.partition
-    futures = []
-    with in_partition_of(partition_event):
-        for key, value in items.items():
-            table.data[key] = value
-            futures.append(table.send_changelog(partition, key, value))
-    return futures
 
 
 class FlushTimeout(RuntimeError):
@@ -41,3 +39,60 @@ async def wait_all(futures: Iterable[Any], timeout_s: float = 120.0) -> None:
         raise FlushTimeout(
             f"{len(stuck)} of {len(pending)} sends not acknowledged after {timeout_s:.0f}s"
         ) from exc
+
+
+def partition_of(event: Any) -> int:
+    return int(event.message.partition)
+
+
+class BatchWriter:
+    def __init__(self, tables: Iterable[Any], bulk: BulkProducer | None) -> None:
+        self.bulk = bulk
+        self._by_changelog = {t.changelog_topic.get_topic_name(): t for t in tables}
+        self._futures: list[Any] = []
+
+    def set(self, table: Any, partition_event: Any, items: Mapping[str, Any]) -> None:
+        """Write ``items`` to ``table`` in the partition of ``partition_event``."""
+        if not items:
+            return
+        partition = partition_of(partition_event)
+        store = table.data
+        if self.bulk is None:
+            with in_partition_of(partition_event):
+                for key, value in items.items():
+                    store[key] = value
+                    self._futures.append(table.send_changelog(partition, key, value))
+            return
+        db = store._db_for_partition(partition)
+        changelog = table.changelog_topic.get_topic_name()
+        key_index = store._key_index
+        for key, value in items.items():
+            kb = store._encode_key(key)
+            vb = store._encode_value(value)
+            db.put(kb, vb)
+            key_index[kb] = partition
+            self.bulk.add(changelog, partition, kb, vb)
+
+    def send(self, topic: Any, key: bytes, value: bytes) -> None:
+        """Queue an output record, partitioned by key."""
+        if self.bulk is None:
+            self._futures.append(topic.send_soon(key=key, value=value))
+        else:
+            self.bulk.add(topic.get_topic_name(), None, key, value)
+
+    async def flush(self, timeout_s: float = 120.0) -> None:
+        """Return once everything queued is acknowledged by the broker."""
+        if self.bulk is None:
+            futures, self._futures = self._futures, []
+            await wait_all(futures, timeout_s)
+            return
+        try:
+            last = await asyncio.wait_for(self.bulk.flush(), timeout_s)
+        except TimeoutError as exc:
+            raise FlushTimeout(f"batch not acknowledged after {timeout_s:.0f}s") from exc
+        for (topic, partition), offset in last.items():
+            table = self._by_changelog.get(topic)
+            if table is not None:
+                # what Faust's _on_changelog_sent records: recovery after a
+                # restart reads the changelog only past this offset
+                table.data.set_persisted_offset(TP(topic, partition), offset)
