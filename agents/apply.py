@@ -28,6 +28,7 @@ from app.settings import Settings
 from app.topics import Topics
 from domain.apply import BatchOutcome, DeadLetter, apply_events, finish_batch, split_key
 from domain.reservations import InvalidCommand, ReservationCommand, alert_for
+from tables.bulk import partition_for
 from tables.state import StateCache, Tables
 from tables.writer import BatchWriter
 
@@ -95,6 +96,8 @@ class Applier:
     ) -> BatchOutcome:
         started = time.monotonic()
         now = time.time()
+        for store_id, record in store_event.items():
+            self.cache.partitions[store_id] = record.message.partition
         outcome = BatchOutcome()
         for start in range(0, len(valid), CHUNK_EVENTS):
             apply_events(valid[start : start + CHUNK_EVENTS], self.cache, now=now, out=outcome,
@@ -141,6 +144,7 @@ class Applier:
         return outcome
 
     def _write_state(self, outcome: BatchOutcome, store_event: dict[str, Any]) -> None:
+        self._write_alerts(outcome, store_event)  # first: it records the alert in the value
         by_store: dict[str, dict[str, Any]] = defaultdict(dict)
         for key in outcome.touched_stock:
             by_store[split_key(key)[0]][key] = self.cache.stock(key).to_json()
@@ -162,37 +166,31 @@ class Applier:
             res_by_store[split_key(rkey)[0]][rkey] = dict(self.cache.reservation(rkey))
         for store_id, items in res_by_store.items():
             self.writer.set(self.tables.reservations, store_event[store_id], items)
-        self._write_alerts(outcome, store_event)
 
     def _write_alerts(self, outcome: BatchOutcome, store_event: dict[str, Any]) -> None:
-        """SPEC rule 5: negative (and low) stock raises an alert; recovery clears it."""
+        """SPEC rule 5: negative (and low) stock raises an alert; recovery clears it.
+
+        The stock value remembers its alert, so no alert needs reading back.
+        """
         threshold = self.settings.low_stock_threshold
         by_store: dict[str, dict[str, Any]] = defaultdict(dict)
         now = time.time()
         for key in outcome.touched_stock:
-            on_hand = self.cache.stock(key).on_hand
-            kind = alert_for(on_hand, threshold)
-            current = self.cache.alert(key)
-            if kind is None and not current.get("active"):
-                continue
-            if (
-                kind is not None
-                and current.get("kind") == kind
-                and current.get("on_hand") == on_hand
-            ):
+            state = self.cache.stock(key)
+            kind = alert_for(state.on_hand, threshold)
+            if kind is None and state.alert is None:
                 continue
             store_id, sku = split_key(key)
-            current.clear()
-            current.update(
-                store_id=store_id,
-                sku=sku,
-                kind=kind or current.get("kind", "negative"),
-                on_hand=on_hand,
-                threshold=threshold,
-                active=kind is not None,
-                at=now,
-            )
-            by_store[store_id][key] = dict(current)
+            by_store[store_id][key] = {
+                "store_id": store_id,
+                "sku": sku,
+                "kind": kind or state.alert,
+                "on_hand": state.on_hand,
+                "threshold": threshold,
+                "active": kind is not None,
+                "at": now,
+            }
+            state.alert = kind
         for store_id, items in by_store.items():
             self.writer.set(self.tables.alerts, store_event[store_id], items)
 
@@ -230,6 +228,8 @@ class Applier:
         for row in outcome.ledger:
             ledger_by_store[row["store_id"]].append(row)
         stock_by_store: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        by_sku_partition: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        partitions = self.settings.topic_partitions
         for key in outcome.touched_stock:
             store_id, sku = split_key(key)
             state = self.cache.stock(key)
@@ -243,7 +243,17 @@ class Applier:
                 "updated_at": now,
             }
             stock_by_store[store_id].append(snapshot)
-            self.writer.send(self.topics.sku_stock, sku.encode(), orjson.dumps(snapshot))
+            by_sku_partition[partition_for(sku, partitions)].append(snapshot)
+        # The SKU view's snapshots travel packed, one record per partition of
+        # the repartition topic per batch (a record per key would cost Faust's
+        # per-record overhead several times per event).
+        for partition, snapshots in by_sku_partition.items():
+            self.writer.send_to(
+                self.topics.sku_stock,
+                partition,
+                snapshots[0]["sku"].encode(),
+                orjson.dumps(snapshots),
+            )
         for store_id in outcome.touched_progress:
             progress = self.cache.progress(store_id)
             sales = [

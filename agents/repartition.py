@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from tables.codec import read
 from tables.writer import BatchWriter
 
 
@@ -20,11 +21,16 @@ async def fold_sku_snapshots(table: Any, batch: list[Any], writer: BatchWriter) 
     """sku_totals[sku]["stores"][store] = the newest (applied_seq, ver) snapshot."""
     latest: dict[str, dict[str, Any]] = {}
     partition_event: dict[str, Any] = {}
+    snapshots: list[tuple[dict[str, Any], Any]] = []
     for record in batch:
-        snap = orjson.loads(record.value)
+        value = orjson.loads(record.value)
+        # packed: a list of snapshots whose skus all hash to this partition
+        snapshots.extend((snap, record) for snap in (value if isinstance(value, list) else [value]))
+    for snap, record in snapshots:
         sku = snap["sku"]
         partition_event[sku] = record
-        entry = latest.setdefault(sku, dict(table.get(sku) or {"stores": {}}))
+        partition = record.message.partition
+        entry = latest.setdefault(sku, dict(read(table, sku, partition) or {"stores": {}}))
         old = entry["stores"].get(snap["store_id"])
         if old is None or (old["applied_seq"], old["ver"]) <= (snap["applied_seq"], snap["ver"]):
             entry["stores"][snap["store_id"]] = {

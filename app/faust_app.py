@@ -21,7 +21,7 @@ from agents.reservations import Reservations
 from agents.sink import PostgresSink
 from app.logging_setup import quiet_libraries
 from app.settings import Settings, get_settings
-from app.topics import Topics, define_topics
+from app.topics import Topics, define_topics, raw_topic
 from tables.bulk import BulkProducer
 from tables.state import StateCache, Tables, define_tables
 from tables.writer import BatchWriter
@@ -75,9 +75,7 @@ def build(settings: Settings) -> Central:
     quiet_libraries("warning" if settings.log_level.lower() != "debug" else "info")
     app = make_faust_app(settings)
     topics = define_topics(app, settings)
-    tables = define_tables(
-        app, partitions=settings.topic_partitions, standby=settings.table_standby_replicas
-    )
+    tables = define_tables(app, settings)
     cache = StateCache(tables)
     reservations = Reservations(topics.reservations)
 
@@ -98,11 +96,12 @@ def build(settings: Settings) -> Central:
 
     # Outlet events and reservation commands in one stream: co-partitioned by
     # store, so a reservation is decided in order with the store's events.
-    source = app.topic(
+    source = raw_topic(
+        app,
+        settings,
         topics.events.get_topic_name(),
         topics.reservations.get_topic_name(),
-        key_serializer="raw",
-        value_serializer="raw",
+        internal=True,
     )
 
     @app.agent(source, name="apply")
@@ -117,11 +116,12 @@ def build(settings: Settings) -> Central:
     if settings.sink_enabled:
 
         @app.agent(
-            app.topic(
+            raw_topic(
+                app,
+                settings,
                 topics.applied.get_topic_name(),
                 topics.dead_letters.get_topic_name(),
-                key_serializer="raw",
-                value_serializer="raw",
+                internal=True,
             ),
             name="sink",
         )

@@ -26,22 +26,35 @@ class Topics:
     sku_stock: Any
 
 
+def raw_topic(app: faust.App, settings: Settings, *names: str, internal: bool) -> Any:
+    """A topic (or several read as one channel) of raw bytes.
+
+    ``internal`` topics are the worker's own: Faust creates them, with
+    ``RETAIL_TOPIC_PARTITIONS`` partitions, before it subscribes. That matters:
+    a topic a client merely asks about is auto-created by the broker with its
+    default partition count, and the reservations topic must be co-partitioned
+    with ``retail.events``.
+    """
+    return app.topic(
+        *names,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.topic_partitions,
+        internal=internal,
+    )
+
+
 def define_topics(app: faust.App, settings: Settings) -> Topics:
-    def topic(name: str) -> Any:
-        return app.topic(
-            name,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=settings.topic_partitions,
-        )
+    def own(name: str) -> Any:
+        return raw_topic(app, settings, f"{settings.app_id}.{name}", internal=True)
 
     return Topics(
-        events=topic(settings.events_topic),
-        reservations=topic(f"{settings.app_id}.reservations"),
-        dead_letters=topic(settings.dead_letters_topic),
-        applied=topic(f"{settings.app_id}.applied"),
-        transfers=topic(f"{settings.app_id}.transfers"),
-        sku_stock=topic(f"{settings.app_id}.sku-stock"),
+        events=raw_topic(app, settings, settings.events_topic, internal=False),
+        reservations=own("reservations"),
+        dead_letters=raw_topic(app, settings, settings.dead_letters_topic, internal=False),
+        applied=own("applied"),
+        transfers=own("transfers"),
+        sku_stock=own("sku-stock"),
     )

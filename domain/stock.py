@@ -28,6 +28,8 @@ class StockState:
     ver: int = 0
     #: order_id -> [qty, expires_at_ms] (SPEC "Reservations")
     reservations: dict[str, list[int]] = field(default_factory=dict)
+    #: the alert raised for this key ("negative", "low") or None (SPEC rule 5)
+    alert: str | None = None
 
     # ------------------------------------------------------------- events
 
@@ -99,6 +101,8 @@ class StockState:
             out["ver"] = self.ver
         if self.reservations:
             out["res"] = self.reservations
+        if self.alert:
+            out["alert"] = self.alert
         return out
 
     @classmethod
@@ -113,4 +117,5 @@ class StockState:
             applied_seq=int(data.get("seq", 0)),
             ver=int(data.get("ver", 0)),
             reservations={str(k): list(v) for k, v in data.get("res", {}).items()},
+            alert=data.get("alert"),
         )

@@ -31,6 +31,16 @@ from aiokafka.partitioner import DefaultPartitioner
 _partitioner = DefaultPartitioner()
 
 
+def partition_for(key: str, partitions: int) -> int:
+    """The partition the default producer picks for ``key`` (murmur2)."""
+    all_partitions = list(range(partitions))
+    return int(_partitioner(key.encode(), all_partitions, all_partitions))
+
+
+class UnknownPartition(RuntimeError):
+    """A topic has fewer partitions than the tables' source topic: a setup error."""
+
+
 class BulkProducer:
     """Collects records for one batch; :meth:`flush` sends them and waits for acks."""
 
@@ -91,10 +101,15 @@ class BulkProducer:
         pending, self._pending = self._pending, defaultdict(list)
         routed: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = defaultdict(list)
         for (topic, partition), records in pending.items():
+            parts = await self._partition_list(topic)
             if partition is not None:
+                if partition not in parts:
+                    raise UnknownPartition(
+                        f"{topic} has partitions {parts}, not {partition}: create it with "
+                        "RETAIL_TOPIC_PARTITIONS partitions like retail.events"
+                    )
                 routed[(topic, partition)].extend(records)
                 continue
-            parts = await self._partition_list(topic)
             for key, value in records:
                 p = _partitioner(key, parts, parts) if key is not None else parts[0]
                 routed[(topic, p)].append((key, value))

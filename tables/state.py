@@ -26,8 +26,11 @@ from typing import Any
 
 import faust
 
+from app.settings import Settings
+from domain.apply import KEY_SEP
 from domain.progress import ProgressState
 from domain.stock import StockState
+from tables.codec import read
 
 
 @dataclass
@@ -42,11 +45,22 @@ class Tables:
     alerts: Any
 
 
-def define_tables(app: faust.App, *, partitions: int, standby: int) -> Tables:
-    def table(name: str, help_: str) -> Any:
-        return app.Table(name, default=None, partitions=partitions, help=help_)
+def define_tables(app: faust.App, settings: Settings) -> Tables:
+    options = {
+        "write_buffer_size": settings.rocksdb_write_buffer_mb << 20,
+        "max_write_buffer_number": 2,
+        "block_cache_size": settings.rocksdb_block_cache_mb << 20,
+    }
 
-    del standby  # standby replicas are an app-wide setting (table_standby_replicas)
+    def table(name: str, help_: str) -> Any:
+        return app.Table(
+            name,
+            default=None,
+            partitions=settings.topic_partitions,
+            help=help_,
+            options=dict(options),
+        )
+
     return Tables(
         stock=table("stock", "(store, sku) -> on_hand, reservations and the seqs reflected"),
         progress=table("progress", "store -> applied seqs, gaps, duplicates"),
@@ -84,46 +98,46 @@ class StateCache:
         self._progress: dict[str, ProgressState] = {}
         self._sales: LRU = LRU(10_000)
         self._reservations: LRU = LRU(100_000)
-        self._alerts: LRU = LRU(200_000)
+        #: store -> its partition (set by the apply agent for the stores in a batch)
+        self.partitions: dict[str, int] = {}
 
     def clear(self) -> None:
         self._stock.clear()
         self._progress.clear()
         self._sales.clear()
         self._reservations.clear()
-        self._alerts.clear()
+        self.partitions.clear()
+
+    def _read(self, table: Any, key: str) -> Any:
+        """Read a "store<US>..." key from its store's partition when known."""
+        return read(table, key, self.partitions.get(key.partition(KEY_SEP)[0]))
 
     def stock(self, key: str) -> StockState:
         state = self._stock.get(key)
         if state is None:
-            state = StockState.from_json(self.tables.stock.get(key))
+            state = StockState.from_json(self._read(self.tables.stock, key))
             self._stock.put(key, state)
         return state
 
     def progress(self, store_id: str) -> ProgressState:
         state = self._progress.get(store_id)
         if state is None:
-            state = ProgressState.from_json(self.tables.progress.get(store_id))
+            state = ProgressState.from_json(
+                read(self.tables.progress, store_id, self.partitions.get(store_id))
+            )
             self._progress[store_id] = state
         return state
 
     def sales(self, key: str) -> dict[str, Any]:
         bucket = self._sales.get(key)
         if bucket is None:
-            bucket = dict(self.tables.sales.get(key) or {})
+            bucket = dict(self._read(self.tables.sales, key) or {})
             self._sales.put(key, bucket)
         return bucket
 
     def reservation(self, key: str) -> dict[str, Any]:
         entry = self._reservations.get(key)
         if entry is None:
-            entry = dict(self.tables.reservations.get(key) or {})
+            entry = dict(self._read(self.tables.reservations, key) or {})
             self._reservations.put(key, entry)
-        return entry
-
-    def alert(self, key: str) -> dict[str, Any]:
-        entry = self._alerts.get(key)
-        if entry is None:
-            entry = dict(self.tables.alerts.get(key) or {})
-            self._alerts.put(key, entry)
         return entry

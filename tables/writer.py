@@ -20,6 +20,7 @@ from typing import Any
 from faust.types import TP
 
 from tables.bulk import BulkProducer
+from tables.codec import encode
 from tables.partition_context import in_partition_of
 
 
@@ -67,8 +68,8 @@ class BatchWriter:
         changelog = table.changelog_topic.get_topic_name()
         key_index = store._key_index
         for key, value in items.items():
-            kb = store._encode_key(key)
-            vb = store._encode_value(value)
+            kb = encode(key)
+            vb = encode(value)
             db.put(kb, vb)
             key_index[kb] = partition
             self.bulk.add(changelog, partition, kb, vb)
@@ -79,6 +80,13 @@ class BatchWriter:
             self._futures.append(topic.send_soon(key=key, value=value))
         else:
             self.bulk.add(topic.get_topic_name(), None, key, value)
+
+    def send_to(self, topic: Any, partition: int, key: bytes, value: bytes) -> None:
+        """Queue an output record for an explicit partition."""
+        if self.bulk is None:
+            self._futures.append(topic.send_soon(key=key, value=value, partition=partition))
+        else:
+            self.bulk.add(topic.get_topic_name(), partition, key, value)
 
     async def flush(self, timeout_s: float = 120.0) -> None:
         """Return once everything queued is acknowledged by the broker."""

@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
-from aiokafka.partitioner import DefaultPartitioner
 from faust.web import Request, Response, View
 from yarl import URL
+
+from tables.bulk import partition_for as partition_for  # re-exported for the views
 
 if TYPE_CHECKING:
     from app.faust_app import Central
 
-_partitioner = DefaultPartitioner()
 
 #: a request that was already forwarded once is answered where it lands
 FORWARDED = "X-Retail-Forwarded"
@@ -27,11 +27,6 @@ FORWARDED = "X-Retail-Forwarded"
 RELAYED_HEADERS = ("Retry-After", "Cache-Control", "X-Content-Type-Options")
 #: a forwarded request waits this long for the owner (a reservation waits up to 10 s)
 FORWARD_TIMEOUT_S = 15.0
-
-
-def partition_for(key: str, partitions: int) -> int:
-    all_partitions = list(range(partitions))
-    return int(_partitioner(key.encode(), all_partitions, all_partitions))
 
 
 def owner_url(central: Central, key: str, table: Any | None = None) -> str | None:
