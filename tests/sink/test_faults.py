@@ -238,10 +238,10 @@ def test_replay_from_offset_zero_changes_nothing(
 
         wait_for(
             lambda: _applied_seq(replay, "S1") == 400 and _applied_seq(replay, "S2") == 400,
-            timeout=60,
+            timeout=120,
             what="the replay to apply every event",
         )
-        wait_for(drained, timeout=60, what="the replay's sink to commit all it was sent")
+        wait_for(drained, timeout=120, what="the replay's sink to commit all it was sent")
         wait_converged(env2, ledger_lines(events))  # the new table agrees with Postgres
     finally:
         replay.stop()
