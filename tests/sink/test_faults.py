@@ -65,13 +65,6 @@ def restart(worker: WorkerProcess) -> None:
     worker.wait_ready()
 
 
-@pytest.mark.xfail(
-    reason="central recovery, not the sink: a worker restarted on its RocksDB after kill -9 "
-    "crashes with Faust ConsistencyError (sku_totals changelog persisted offset > highwater); "
-    "restarted on empty state its stock table can differ from its own changelog. "
-    "The sink side (ledger once, stock_levels = ledger) held in every run.",
-    strict=False,
-)
 def test_kill9_mid_batch_each_event_once(
     stack: DevStack, app_env: dict[str, str], worker: WorkerProcess
 ) -> None:
