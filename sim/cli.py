@@ -1,0 +1,85 @@
+"""``python -m sim run|chaos|bench|demo``: the chain simulator's command line.
+
+``run`` is traffic with no faults and the end checks; ``chaos`` adds one of each
+fault (``make chaos``); ``bench`` is the long run with the report
+(``make bench``); ``demo`` posts gentle traffic to running outlet agents
+(``make run``). Progress goes to stderr; the last stdout line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+from rich.console import Console
+
+from sim.faults import chaos_schedule
+from sim.runner import Result, Scenario, run
+
+console = Console(stderr=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sim", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, stores, skus, rate, seconds in (
+        ("run", 4, 2000, 100.0, 60.0),
+        ("chaos", 6, 5000, 150.0, 160.0),
+        ("bench", 20, 20000, 400.0, 600.0),
+    ):
+        cmd = sub.add_parser(name)
+        cmd.add_argument("--stores", type=int, default=stores)
+        cmd.add_argument("--skus", type=int, default=skus)
+        cmd.add_argument("--rate", type=float, default=rate, help="events/s across the chain")
+        cmd.add_argument("--seconds", type=float, default=seconds, help="traffic duration")
+        cmd.add_argument("--batch", type=int, default=5, help="events per POST")
+        cmd.add_argument("--partitions", type=int, default=8)
+        cmd.add_argument("--seed", type=int, default=1)
+        cmd.add_argument("--data-dir", type=Path, default=Path(f".data/sim-{name}"))
+    return parser
+
+
+def _print(result: Result) -> None:
+    for c in result.checks:
+        mark = "[green]PASS[/]" if c.passed else "[red]FAIL[/]"
+        console.print(f"{mark} {c.name}: {c.detail}")
+
+
+def summary(result: Result) -> dict[str, object]:
+    return {
+        "passed": sum(c.passed for c in result.checks),
+        "failed": sum(not c.passed for c in result.checks),
+        "lost": result.figures.get("lost"),
+        "doubled": result.figures.get("doubled"),
+        "checks": {c.name: c.passed for c in result.checks},
+        **{k: v for k, v in result.figures.items() if k not in ("lost", "doubled")},
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    sc = Scenario(
+        stores=args.stores,
+        skus=args.skus,
+        rate=args.rate,
+        batch=args.batch,
+        seconds=args.seconds,
+        partitions=args.partitions,
+        seed=args.seed,
+        data_dir=args.data_dir,
+    )
+    if args.command in ("chaos", "bench"):
+        ids = sc.store_ids
+        sc.faults = chaos_schedule(ids, sc.seconds)
+        sc.agent_skew = {ids[1]: -2 * 3600.0}
+        sc.terminal_skew = {ids[2]: 5 * 3600.0}
+    result = asyncio.run(run(sc))
+    _print(result)
+    sys.stdout.write(orjson.dumps(summary(result)).decode() + "\n")
+    return 0 if result.passed else 1

@@ -1,0 +1,325 @@
+"""The whole system as real processes the simulator can hurt.
+
+Tansu (S3 storage, so a kill -9 keeps its records) advertises the port of
+:mod:`sim.proxy`, so every client goes through the proxy and one store's link
+can be cut alone. Workers and outlet agents are subprocesses in their own
+process groups; :meth:`Cluster.close` stops every one of them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from devstack.broker import TansuBroker, tansu_binary
+from devstack.process import (
+    StackError,
+    free_port,
+    kill_process,
+    port_answers,
+    spawn,
+    stop_process,
+    wait_until,
+)
+from devstack.s3 import MotoServer
+from devstack.stack import DevStack
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class ProxiedTansu(TansuBroker):
+    """A Tansu that advertises the proxy's port instead of its own."""
+
+    advertised_port: int = 0
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port(self.host)
+        env = dict(os.environ)
+        storage = "memory://tansu/"
+        if self.persistent:
+            if self.s3 is None:
+                self.s3 = MotoServer(self.data_dir / "s3")
+                self.s3.start()
+            storage = f"s3://{self.s3.bucket}/"
+            env.update(self.s3.client_env())
+        self.proc = spawn(
+            [
+                str(tansu_binary()), "broker",
+                "--listener-url", f"tcp://{self.host}:{self.port}",
+                "--advertised-listener-url", f"tcp://{self.host}:{self.advertised_port}",
+                "--storage-engine", storage,
+            ],
+            log_path=self.log_path,
+            env=env,
+        )  # fmt: skip
+        wait_until(self._ready, timeout=timeout, what=f"Tansu on port {self.port}")
+
+
+@dataclass
+class Proxy:
+    """The :mod:`sim.proxy` subprocess, driven through its stdin."""
+
+    target_port: int
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "sim.proxy", "--listen", str(self.port),
+                 "--target", str(self.target_port)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                cwd=ROOT, start_new_session=True,
+            )  # fmt: skip
+        self._expect("ready")
+
+    def _expect(self, word: str) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode().strip()
+        if line != word:
+            raise StackError(f"proxy said {line!r}, not {word!r}; see {self.log_path}")
+
+    def command(self, line: str) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+        self._expect("ok")
+
+    def cut(self, store_id: str) -> None:
+        self.command(f"cut outlet-{store_id}")
+
+    def restore(self, store_id: str) -> None:
+        self.command(f"restore outlet-{store_id}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            stop_process(self.proc)
+            self.proc = None
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@dataclass
+class Worker:
+    """``faust -A app worker`` that can be killed -9 and started again."""
+
+    env: dict[str, str]
+    data_dir: Path
+    web_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def start(self) -> None:
+        self.starts += 1
+        env = {
+            **os.environ,
+            **self.env,
+            "RETAIL_DATA_DIR": str(self.data_dir),
+            "RETAIL_WEB_PORT": str(self.web_port),
+        }
+        self.proc = spawn(
+            [sys.executable, "-m", "faust", "-A", "app", "worker", "-l", "warn"],
+            log_path=self.data_dir / f"worker-{self.starts}.log",
+            env=env,
+            cwd=ROOT,
+        )
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        def ready() -> bool:
+            if self.proc is None or self.proc.poll() is not None:
+                raise StackError(f"worker exited; see {self.data_dir}")
+            return _answers(self.url)
+
+        wait_until(ready, timeout=timeout, what=f"worker on {self.url}", interval=0.2)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            kill_process(self.proc)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, timeout=15)
+            self.proc = None
+
+
+@dataclass
+class Outlet:
+    """``python -m outlet_agent run`` for one store (or :mod:`sim.skewed` with a clock skew)."""
+
+    store_id: str
+    data_dir: Path
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    clock_skew_s: float = 0.0
+    token: str = ""
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            **self.env,
+            "RETAIL_STORE_ID": self.store_id,
+            "RETAIL_DATA_DIR": str(self.data_dir),
+            "RETAIL_OUTLET_PORT": str(self.port),
+            "RETAIL_OUTLET_SEND_TIMEOUT_S": "3",
+            "RETAIL_OUTLET_BACKOFF_MAX_S": "1",
+            "RETAIL_LOG_LEVEL": "warning",
+        }
+
+    def add_token(self) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "outlet_agent", "tokens", "add", "--terminal", "T1"],
+            env=self._env(),
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.token = out.stdout.strip()
+        return self.token
+
+    def start(self) -> None:
+        self.starts += 1
+        argv = [sys.executable, "-m", "outlet_agent", "run"]
+        if self.clock_skew_s:
+            argv = [sys.executable, "-m", "sim.skewed", str(self.clock_skew_s), "run"]
+        self.proc = spawn(argv, log_path=self.data_dir / "agent.log", env=self._env(), cwd=ROOT)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        def ready() -> bool:
+            if self.proc is None or self.proc.poll() is not None:
+                raise StackError(f"outlet {self.store_id} exited; see {self.data_dir}")
+            return _answers(self.url)
+
+        wait_until(ready, timeout=timeout, what=f"outlet {self.store_id}", interval=0.1)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            kill_process(self.proc)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+
+@dataclass
+class Cluster:
+    """Broker (behind the proxy) + PostgreSQL + workers + one outlet agent per store."""
+
+    data_dir: Path
+    stores: list[str]
+    partitions: int = 8
+    persistent: bool = True
+    skewed: dict[str, float] = field(default_factory=dict)
+    stack: DevStack = field(init=False)
+    proxy: Proxy = field(init=False)
+    workers: list[Worker] = field(default_factory=list)
+    outlets: dict[str, Outlet] = field(default_factory=dict)
+    app_id: str = field(default_factory=lambda: f"sim-{uuid.uuid4().hex[:6]}")
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.data_dir.resolve()
+        self.stack = DevStack(
+            self.data_dir / "stack", partitions=self.partitions, persistent=self.persistent
+        )
+        broker_port = free_port()
+        self.proxy = Proxy(broker_port, self.data_dir / "proxy.log")
+        self.stack.broker = ProxiedTansu(
+            self.data_dir / "stack" / "broker",
+            port=broker_port,
+            persistent=self.persistent,
+            advertised_port=self.proxy.port,
+        )
+
+    @property
+    def bootstrap(self) -> str:
+        """Where clients connect: the proxy."""
+        return f"127.0.0.1:{self.proxy.port}"
+
+    @property
+    def database_url(self) -> str:
+        return self.stack.database_url
+
+    def central_env(self) -> dict[str, str]:
+        return {
+            "RETAIL_KAFKA_BROKERS": f"kafka://{self.bootstrap}",
+            "RETAIL_DATABASE_URL": self.database_url,
+            "RETAIL_TOPIC_PARTITIONS": str(self.partitions),
+            "RETAIL_APP_ID": self.app_id,
+        }
+
+    def start(self, workers: int = 1) -> None:
+        self.proxy.start()
+        self.stack.start()
+        for _ in range(workers):
+            self.add_worker()
+        central = self.workers[0].url
+        for store in self.stores:
+            outlet = Outlet(
+                store,
+                self.data_dir / f"outlet-{store}",
+                {**self.central_env(), "RETAIL_CENTRAL_URL": central},
+                clock_skew_s=self.skewed.get(store, 0.0),
+            )
+            outlet.add_token()
+            outlet.start()
+            self.outlets[store] = outlet
+        for w in self.workers:
+            w.wait_ready()
+        for o in self.outlets.values():
+            o.wait_ready()
+
+    def add_worker(self) -> Worker:
+        w = Worker(self.central_env(), self.data_dir / f"worker{len(self.workers) + 1}")
+        w.start()
+        self.workers.append(w)
+        return w
+
+    def broker_reachable(self) -> bool:
+        return port_answers(self.stack.broker.port)
+
+    def close(self) -> None:
+        for o in self.outlets.values():
+            o.stop()
+        for w in self.workers:
+            w.stop()
+        self.stack.stop()
+        self.proxy.stop()
+
+    def pids(self) -> dict[str, int | None]:
+        out: dict[str, int | None] = {}
+        for w in self.workers:
+            out[f"worker:{w.web_port}"] = w.proc.pid if w.proc else None
+        for s, o in self.outlets.items():
+            out[f"outlet:{s}"] = o.proc.pid if o.proc else None
+        return out

@@ -1,0 +1,188 @@
+"""Faults on a schedule, each against the real processes of a :class:`sim.cluster.Cluster`.
+
+Every fault is something SPEC "What is promised" says the system survives:
+a store's broker link cut (then replay), an outlet agent kill -9 (it replays
+its log), a broker kill -9 and restart on persistent storage, a worker
+kill -9, a second worker joining and leaving (two rebalances), a Postgres
+outage, records delivered twice and out of order, and clocks off by hours
+(those are set when the cluster starts: see :class:`sim.cluster.Outlet`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sim.cluster import Cluster
+
+log = logging.getLogger("sim.faults")
+
+
+@dataclass
+class Fault:
+    at_s: float  # seconds after the start of the traffic
+    #: link_cut, outlet_kill, broker_kill, worker_kill, rebalance, pg_outage, dup_reorder
+    kind: str
+    duration_s: float = 0.0
+    stores: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Mark:
+    """What happened when (epoch seconds), for the report and the plot."""
+
+    kind: str
+    start: float
+    end: float
+    detail: str = ""
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def chaos_schedule(stores: list[str], seconds: float, *, group: int = 1) -> list[Fault]:
+    """One of each fault, spread over ``seconds`` of traffic (needs ≥ 2 stores)."""
+    slot = seconds / 8
+    cut = stores[:group]
+    return [
+        Fault(slot * 0.5, "link_cut", min(slot * 1.5, 300), cut),
+        Fault(slot * 1.5, "outlet_kill", 0, [stores[-1]]),
+        Fault(slot * 2.5, "dup_reorder", 0),
+        Fault(slot * 3.0, "broker_kill", 0),
+        Fault(slot * 4.0, "worker_kill", 0),
+        Fault(slot * 5.0, "rebalance", slot * 1.2),
+        Fault(slot * 6.5, "pg_outage", slot * 0.8),
+    ]
+
+
+class Injector:
+    """Runs a schedule against a cluster; ``marks`` says what was done and when."""
+
+    def __init__(self, cluster: Cluster, central_sync: Any, truth: Any, seed: int = 3) -> None:
+        self.cluster = cluster
+        self.central_sync = central_sync  # async () -> {store: sync row}
+        self.truth = truth
+        self.marks: list[Mark] = []
+        self.rng = random.Random(seed)
+
+    async def run(self, schedule: list[Fault], t0: float) -> None:
+        tasks = []
+        for fault in sorted(schedule, key=lambda f: f.at_s):
+            delay = t0 + fault.at_s - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(self.apply(fault)))
+        await asyncio.gather(*tasks)
+
+    async def apply(self, fault: Fault) -> None:
+        start = time.time()
+        log.warning("fault %s %s for %.0fs", fault.kind, fault.stores, fault.duration_s)
+        figures: dict[str, Any] = {}
+        c = self.cluster
+        if fault.kind == "link_cut":
+            for s in fault.stores:
+                c.proxy.cut(s)
+            await asyncio.sleep(fault.duration_s)
+            restored = time.time()
+            before = await self._applied(fault.stores)
+            target = {s: self.truth.max_seq(s) for s in fault.stores}
+            for s in fault.stores:
+                c.proxy.restore(s)
+            figures = await self._drain(fault.stores, before, target, restored)
+        elif fault.kind == "outlet_kill":
+            for s in fault.stores:
+                outlet = c.outlets[s]
+                outlet.kill()
+                await asyncio.sleep(1.0)
+                outlet.start()
+                await asyncio.to_thread(outlet.wait_ready)
+        elif fault.kind == "broker_kill":
+            await asyncio.to_thread(c.stack.restart_broker, kill=True)
+        elif fault.kind == "worker_kill":
+            w = c.workers[0]
+            w.kill()
+            await asyncio.sleep(1.0)
+            w.start()
+            await asyncio.to_thread(w.wait_ready)
+        elif fault.kind == "rebalance":
+            w2 = c.add_worker()
+            await asyncio.to_thread(w2.wait_ready)
+            await asyncio.sleep(fault.duration_s)
+            w2.kill()  # the second rebalance: a member leaves by crashing
+            c.workers.remove(w2)
+        elif fault.kind == "pg_outage":
+            await asyncio.to_thread(c.stack.postgres.stop)
+            await asyncio.sleep(fault.duration_s)
+            await asyncio.to_thread(c.stack.postgres.start)
+        elif fault.kind == "dup_reorder":
+            figures = {"copies": await self._duplicate(400)}
+        else:
+            raise ValueError(f"unknown fault {fault.kind!r}")
+        detail = ",".join(fault.stores)
+        self.marks.append(Mark(fault.kind, start, time.time(), detail, figures))
+        log.warning("fault %s done %s", fault.kind, figures)
+
+    async def _applied(self, stores: list[str]) -> dict[str, int]:
+        for _ in range(20):
+            try:
+                rows = await self.central_sync()
+                return {s: int(rows.get(s, {}).get("applied_seq", 0)) for s in stores}
+            except (OSError, TimeoutError, ValueError) as exc:
+                log.debug("sync read failed: %r", exc)
+                await asyncio.sleep(0.5)
+        return dict.fromkeys(stores, 0)
+
+    async def _drain(
+        self, stores: list[str], before: dict[str, int], target: dict[str, int], restored: float
+    ) -> dict[str, Any]:
+        """Backlog of the cut stores at restore, and how fast the centre applied it."""
+        backlog = sum(max(0, target[s] - before[s]) for s in stores)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            now = await self._applied(stores)
+            if all(now[s] >= target[s] for s in stores):
+                break
+            await asyncio.sleep(0.25)
+        took = max(time.time() - restored, 1e-3)
+        return {"backlog": backlog, "drain_s": round(took, 2), "drain_per_s": round(backlog / took)}
+
+    async def _duplicate(self, n: int) -> int:
+        """Copies of records already on the events topic, produced again in shuffled order."""
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+        topic = "retail.events"
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.cluster.bootstrap, enable_auto_commit=False, group_id=None
+        )
+        await consumer.start()
+        records: list[tuple[bytes | None, bytes]] = []
+        try:
+            parts = consumer.partitions_for_topic(topic) or set()
+            if not parts:
+                await consumer.force_metadata_update()
+                parts = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            deadline = time.monotonic() + 10
+            while len(records) < n * 3 and time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=500, max_records=2000)
+                if not batch:
+                    break
+                for msgs in batch.values():
+                    records.extend((m.key, m.value) for m in msgs if m.value is not None)
+        finally:
+            await consumer.stop()
+        picked = self.rng.sample(records, min(n, len(records)))
+        self.rng.shuffle(picked)
+        producer = AIOKafkaProducer(bootstrap_servers=self.cluster.bootstrap, acks="all")
+        await producer.start()
+        try:
+            for key, value in picked:
+                await producer.send(topic, value, key=key)
+            await producer.flush()
+        finally:
+            await producer.stop()
+        return len(picked)

@@ -1,0 +1,211 @@
+"""One simulated run: start the cluster, post traffic, inject faults, drain, check, measure."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from app.settings import Settings
+from sim.checks import Check, Sampler, central_sync, final_checks, wait_drained
+from sim.cluster import Cluster
+from sim.faults import Fault, Injector, Mark
+from sim.workload import Store, Workload
+
+log = logging.getLogger("sim")
+
+
+@dataclass
+class Scenario:
+    stores: int = 4
+    skus: int = 2000
+    rate: float = 100.0  # events/s offered across the chain
+    batch: int = 5  # events per POST (a store server relaying its tills)
+    seconds: float = 60.0
+    partitions: int = 8
+    seed: int = 1
+    faults: list[Fault] = field(default_factory=list)
+    #: store -> agent clock skew (seconds); store -> terminal (occurred_at) skew
+    agent_skew: dict[str, float] = field(default_factory=dict)
+    terminal_skew: dict[str, float] = field(default_factory=dict)
+    steady_s: float = 0.0  # the first seconds without faults, for the lag figures
+    data_dir: Path = Path(".data/sim")
+    drain_timeout_s: float = 300.0
+    web_rate: float = 2.0
+
+    @property
+    def store_ids(self) -> list[str]:
+        return [f"S{i:03d}" for i in range(1, self.stores + 1)]
+
+
+@dataclass
+class Result:
+    checks: list[Check]
+    figures: dict[str, Any]
+    marks: list[Mark]
+    series: list[dict[str, Any]]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+
+SERIES_SQL = """
+WITH ev AS (
+    SELECT DISTINCT ON (store_id, outlet_seq) store_id, outlet_seq,
+           recorded_at, applied_at, committed_at
+    FROM ledger WHERE NOT (store_id = ANY($1::text[]))
+    ORDER BY store_id, outlet_seq
+)
+SELECT floor(extract(epoch FROM applied_at) / $2) * $2 AS bucket,
+       count(*) AS events,
+       percentile_cont(0.99) WITHIN GROUP (
+           ORDER BY extract(epoch FROM applied_at - recorded_at) * 1000) AS p99_ms,
+       percentile_cont(0.99) WITHIN GROUP (
+           ORDER BY extract(epoch FROM committed_at - recorded_at) * 1000) AS p99_pg_ms
+FROM ev GROUP BY bucket ORDER BY bucket
+"""
+
+LAG_SQL = """
+WITH ev AS (
+    SELECT DISTINCT ON (store_id, outlet_seq) recorded_at, applied_at, committed_at
+    FROM ledger WHERE NOT (store_id = ANY($1::text[]))
+      AND recorded_at >= to_timestamp($2) AND recorded_at < to_timestamp($3)
+    ORDER BY store_id, outlet_seq
+)
+SELECT count(*) AS events,
+       percentile_cont(0.5) WITHIN GROUP (
+           ORDER BY extract(epoch FROM applied_at - recorded_at) * 1000) AS p50_ms,
+       percentile_cont(0.99) WITHIN GROUP (
+           ORDER BY extract(epoch FROM applied_at - recorded_at) * 1000) AS p99_ms,
+       percentile_cont(0.99) WITHIN GROUP (
+           ORDER BY extract(epoch FROM committed_at - recorded_at) * 1000) AS p99_pg_ms
+FROM ev
+"""
+
+
+async def lag_figures(
+    dsn: str, exclude: list[str], start: float, end: float, bucket_s: float = 5.0
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        series = [
+            {
+                "t": float(r["bucket"]),
+                "events_per_s": int(r["events"]) / bucket_s,
+                "p99_ms": float(r["p99_ms"] or 0),
+                "p99_pg_ms": float(r["p99_pg_ms"] or 0),
+            }
+            for r in await conn.fetch(SERIES_SQL, exclude, bucket_s)
+        ]
+        row = await conn.fetchrow(LAG_SQL, exclude, start, end)
+        whole = await conn.fetchrow(LAG_SQL, exclude, 0.0, 1e11)
+    finally:
+        await conn.close()
+
+    def r(v: Any) -> float | None:
+        return None if v is None else round(float(v), 1)
+
+    figs = {
+        "steady_events": int(row["events"]) if row else 0,
+        "p50_lag_ms": r(row["p50_ms"]) if row else None,
+        "p99_lag_ms": r(row["p99_ms"]) if row else None,
+        "p99_pg_lag_ms": r(row["p99_pg_ms"]) if row else None,
+        "p99_lag_ms_whole_run": r(whole["p99_ms"]) if whole else None,
+        "p99_pg_lag_ms_whole_run": r(whole["p99_pg_ms"]) if whole else None,
+    }
+    return figs, series
+
+
+async def run(sc: Scenario) -> Result:
+    shutil.rmtree(sc.data_dir, ignore_errors=True)
+    cluster = Cluster(sc.data_dir, sc.store_ids, sc.partitions, skewed=sc.agent_skew)
+    t_start = time.monotonic()
+    try:
+        await asyncio.to_thread(cluster.start, 1)
+        log.warning("cluster up in %.0fs: %d stores", time.monotonic() - t_start, sc.stores)
+        return await _run(sc, cluster)
+    finally:
+        await asyncio.to_thread(cluster.close)
+
+
+async def _run(sc: Scenario, cluster: Cluster) -> Result:
+    central = cluster.workers[0].url
+    stores = [
+        Store(s, o.url, o.token, occurred_skew_s=sc.terminal_skew.get(s, 0.0))
+        for s, o in cluster.outlets.items()
+    ]
+    workload = Workload(
+        stores, sc.skus, rate=sc.rate, batch=sc.batch, seed=sc.seed, central_url=central
+    )
+    truth = workload.truth
+
+    def central_urls() -> list[str]:
+        return [w.url for w in cluster.workers]
+
+    async def sync_rows() -> dict[str, dict[str, Any]]:
+        for url in central_urls():
+            try:
+                return await central_sync(url)
+            except (OSError, TimeoutError) as exc:
+                log.debug("sync from %s failed: %r", url, exc)
+        raise OSError("no worker answered /api/sync")
+
+    sampler = Sampler(central, truth)
+    injector = Injector(cluster, sync_rows, truth, seed=sc.seed)
+    t0 = time.monotonic()
+    wall0 = time.time()
+    sampling = asyncio.create_task(sampler.run())
+    faults = asyncio.create_task(injector.run(sc.faults, t0))
+    await workload.run(sc.seconds, web_rate=sc.web_rate)
+    traffic_s = time.monotonic() - t0
+    await faults  # a fault still running (a long cut) ends before the drain
+    sampler.stop()
+    await sampling
+    settings = Settings(
+        kafka_brokers=f"kafka://{cluster.bootstrap}",
+        database_url=cluster.database_url,  # type: ignore[arg-type]
+        app_id=cluster.app_id,
+    )
+    dsn = cluster.database_url
+    drained, drain_s = await wait_drained(truth, central_urls(), dsn, deadline_s=sc.drain_timeout_s)
+    checks = [Check("drained (centre and Postgres)", drained, f"after {drain_s:.1f}s")]
+    more, figures = await final_checks(truth, settings, central_urls()[0], sampler)
+    checks += more
+    steady_end = wall0 + (sc.steady_s or traffic_s)
+    lag, series = await lag_figures(dsn, list(sc.agent_skew), wall0 + 5, steady_end)
+    drains = [m.figures for m in injector.marks if m.kind == "link_cut" and m.figures]
+    st = workload.stats
+    figures.update(
+        {
+            "stores": sc.stores,
+            "skus": sc.skus,
+            "duration_s": round(traffic_s, 1),
+            "offered_rate": sc.rate,
+            "events": truth.total(),
+            "events_per_s": round(truth.total() / traffic_s, 1),
+            **lag,
+            "drain_per_s": max((d["drain_per_s"] for d in drains), default=None),
+            "drain_backlog": max((d["backlog"] for d in drains), default=None),
+            "final_drain_s": round(drain_s, 1),
+            "posts": st.posts,
+            "post_retries": st.retries,
+            "repeat_answers": st.repeats,
+            "rejected": len(st.rejected),
+            "reservations_granted": st.reservations_granted,
+            "reservations_refused": st.reservations_refused,
+            "reservations_sold": st.reservations_sold,
+            "reservations_released": st.reservations_released,
+            "faults": [m.kind for m in injector.marks],
+            "wall_start": wall0,
+        }
+    )
+    if st.rejected:
+        log.warning("rejected by the agents: %s", st.rejected[:5])
+    return Result(checks, figures, injector.marks, series)
