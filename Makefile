@@ -41,7 +41,18 @@ fmt:  ## format and auto-fix
 
 .PHONY: bench-outlet
 bench-outlet:  ## outlet agent: durable accepts/s vs no-log ceiling, latency, drain
+	@command -v wrk >/dev/null || [ "$$(id -u)" != 0 ] || \
+	  (export DEBIAN_FRONTEND=noninteractive; apt-get install -y wrk || \
+	   (apt-get update -qq && apt-get install -y wrk) || true)
 	$(BIN)/python -m bench.outlet_bench
+
+.PHONY: bench-central
+bench-central:  ## central worker: events/s live and packed vs raw aiokafka, lag, recovery, RSS
+	$(BIN)/python -m bench.central_bench
+
+.PHONY: bench-sink
+bench-sink:  ## Postgres sink: rows/s vs raw COPY, commit lag at 1,000 events/s
+	$(BIN)/python -m bench.sink_bench
 
 .PHONY: clean
 clean:  ## remove local state (.data, .devstack)

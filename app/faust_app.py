@@ -19,6 +19,7 @@ from agents.apply import Applier
 from agents.repartition import fold_sku_snapshots, fold_transfer_legs
 from agents.reservations import Reservations
 from agents.sink import PostgresSink
+from app.fatal import exit_for_replay
 from app.logging_setup import quiet_libraries
 from app.settings import Settings, get_settings
 from app.topics import Topics, define_topics, raw_topic
@@ -109,7 +110,10 @@ def build(settings: Settings) -> Central:
         async for batch in stream.noack_take(
             settings.apply_batch_max, settings.apply_batch_within_s
         ):
-            await applier.process(batch)
+            try:
+                await applier.process(batch)
+            except Exception as exc:  # noqa: BLE001 - any failure: restart and replay
+                exit_for_replay("applying a batch", exc)
             for event in batch:
                 await stream.ack(event)
 
@@ -129,21 +133,30 @@ def build(settings: Settings) -> Central:
             async for batch in stream.noack_take(
                 settings.sink_batch_max, settings.sink_batch_within_s
             ):
-                await sink.write(batch)
+                try:
+                    await sink.write(batch)
+                except Exception as exc:  # noqa: BLE001 - any failure: restart and replay
+                    exit_for_replay("writing a batch to PostgreSQL", exc)
                 for event in batch:
                     await stream.ack(event)
 
     @app.agent(topics.sku_stock, name="sku-totals")
     async def sku_totals(stream: Any) -> None:
         async for batch in stream.noack_take(2000, 0.1):
-            await fold_sku_snapshots(tables.sku_totals, batch, sku_writer)
+            try:
+                await fold_sku_snapshots(tables.sku_totals, batch, sku_writer)
+            except Exception as exc:  # noqa: BLE001 - any failure: restart and replay
+                exit_for_replay("folding SKU snapshots", exc)
             for event in batch:
                 await stream.ack(event)
 
     @app.agent(topics.transfers, name="transfers")
     async def transfers(stream: Any) -> None:
         async for batch in stream.noack_take(500, 0.1):
-            await fold_transfer_legs(tables.transfers, batch, transfer_writer)
+            try:
+                await fold_transfer_legs(tables.transfers, batch, transfer_writer)
+            except Exception as exc:  # noqa: BLE001 - any failure: restart and replay
+                exit_for_replay("folding transfer legs", exc)
             for event in batch:
                 await stream.ack(event)
 

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from faust.types import TP
+from rocksdict import WriteBatch
 
 from tables.bulk import BulkProducer
 from tables.codec import encode
@@ -64,15 +65,17 @@ class BatchWriter:
                     store[key] = value
                     self._futures.append(table.send_changelog(partition, key, value))
             return
-        db = store._db_for_partition(partition)
         changelog = table.changelog_topic.get_topic_name()
-        key_index = store._key_index
+        batch = WriteBatch(raw_mode=True)
+        add = self.bulk.add
         for key, value in items.items():
             kb = encode(key)
             vb = encode(value)
-            db.put(kb, vb)
-            key_index[kb] = partition
-            self.bulk.add(changelog, partition, kb, vb)
+            batch.put(kb, vb)
+            add(changelog, partition, kb, vb)
+        # one RocksDB write per table and partition; readers that do not know
+        # the partition (Faust's table.get) find the key by trying each one
+        store._db_for_partition(partition).write(batch)
 
     def send(self, topic: Any, key: bytes, value: bytes) -> None:
         """Queue an output record, partitioned by key."""
