@@ -20,9 +20,9 @@ import shutil
 import tempfile
 import time
 import uuid
-from functools import partial
 from collections import defaultdict
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -272,11 +272,9 @@ def main() -> None:
                 progress(f"[{mode}] steady 1,000 events/s for {args.lag_seconds}s")
                 before = lag_buckets(worker.url)
                 asyncio.run(steady_lag(stack.broker.bootstrap, topic, 1000, args.lag_seconds, 100))
-                steady = worker
+                target = args.events + int(1000 * args.lag_seconds * 0.99)
                 wait_for(
-                    lambda: (
-                        applied_total(steady.url) >= args.events + 1000 * args.lag_seconds * 0.99
-                    ),
+                    partial(applied_at_least, worker.url, target),
                     timeout=120,
                     what="the steady load applied",
                 )
