@@ -117,6 +117,9 @@ SYNC_ROW = _obj(
         "last_recorded_at": _NUM_OR_NULL,
         "last_applied_at": _NUM_OR_NULL,
         "last_event_age_s": _NUM_OR_NULL,
+        "pg_committed_at": _NUM_OR_NULL,
+        "pg_commit_lag_ms": _NUM_OR_NULL,
+        "pg_behind_s": {"type": "number"},
         "behind": {"type": "boolean"},
     }
 )
