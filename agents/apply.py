@@ -51,6 +51,10 @@ class Applier:
     lags: LagStats = field(default_factory=LagStats)
     #: (expires_at_ms, store_id, order_id) of reservations granted here
     expiries: list[tuple[int, str, str]] = field(default_factory=list)
+    #: seqs of acknowledged flushes not yet folded into durable_wm, per store
+    _unconfirmed: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    #: a record of each store's partition (table writes go to its partition)
+    _store_record: dict[str, Any] = field(default_factory=dict)
 
     async def process(self, batch: list[Any]) -> None:
         """Apply a batch taken from the stream, in groups of at most ``GROUP_EVENTS`` events.
@@ -98,29 +102,24 @@ class Applier:
         now = time.time()
         for store_id, record in store_event.items():
             self.cache.partitions[store_id] = record.message.partition
+            self._store_record[store_id] = record
+        # The previous group's flush was acknowledged: its seqs are durable in
+        # every key, so durable_wm may move over them. The new value rides in
+        # this group's flush; the agent acks the previous take only after it
+        # (so a restart never starts from a durable_wm behind committed offsets).
+        confirmed = self._confirm_flushed()
         outcome = BatchOutcome()
         for start in range(0, len(valid), CHUNK_EVENTS):
             apply_events(valid[start : start + CHUNK_EVENTS], self.cache, now=now, out=outcome,
                          finish=False)  # fmt: skip
             await asyncio.sleep(0)  # keep the web views answering during a big batch
         finish_batch(outcome, self.cache)
+        outcome.touched_progress |= confirmed
         self._write_state(outcome, store_event)
         self._send_outputs(outcome, store_event, dead, now)
         await self.writer.flush()
-
-        # Everything above is acknowledged: keys may now forget per-seq detail
-        # up to the confirmed watermark. Record it before acking the batch, so
-        # a restart does not begin with a watermark one batch behind.
-        confirmed = False
         for store_id, seqs in outcome.seen.items():
-            progress = self.cache.progress(store_id)
-            if progress.confirm(seqs):
-                self.writer.set(
-                    self.tables.progress, store_event[store_id], {store_id: progress.to_json()}
-                )
-                confirmed = True
-        if confirmed:
-            await self.writer.flush()
+            self._unconfirmed[store_id].extend(seqs)
         self.reservations.answer(outcome.replies)
         for reply in outcome.replies.values():
             if reply.get("granted") and reply.get("expires_at_ms"):
@@ -143,6 +142,21 @@ class Applier:
             )  # fmt: skip
         return outcome
 
+    def _confirm_flushed(self) -> set[str]:
+        """Stores whose durable_wm moved over the seqs of acknowledged flushes."""
+        moved = set()
+        for store_id, seqs in self._unconfirmed.items():
+            if seqs and self.cache.progress(store_id).confirm(seqs):
+                moved.add(store_id)
+        self._unconfirmed.clear()
+        return moved
+
+    def reset(self) -> None:
+        """Forget all in-memory state (partitions were revoked)."""
+        self.cache.clear()
+        self._unconfirmed.clear()
+        self._store_record.clear()
+
     def _write_state(self, outcome: BatchOutcome, store_event: dict[str, Any]) -> None:
         self._write_alerts(outcome, store_event)  # first: it records the alert in the value
         by_store: dict[str, dict[str, Any]] = defaultdict(dict)
@@ -153,7 +167,7 @@ class Applier:
         for store_id in outcome.touched_progress:
             self.writer.set(
                 self.tables.progress,
-                store_event[store_id],
+                self._store_record[store_id],
                 {store_id: self.cache.progress(store_id).to_json()},
             )
         sales_by_store: dict[str, dict[str, Any]] = defaultdict(dict)

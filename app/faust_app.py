@@ -107,6 +107,9 @@ def build(settings: Settings) -> Central:
 
     @app.agent(source, name="apply")
     async def apply(stream: Any) -> None:
+        # A take is acked after the *next* take's flush: that flush carries the
+        # durable_wm its own flush earned (agents/apply.py), in one round trip.
+        previous: list[Any] = []
         async for batch in stream.noack_take(
             settings.apply_batch_max, settings.apply_batch_within_s
         ):
@@ -114,8 +117,9 @@ def build(settings: Settings) -> Central:
                 await applier.process(batch)
             except Exception as exc:  # noqa: BLE001 - any failure: restart and replay
                 exit_for_replay("applying a batch", exc)
-            for event in batch:
+            for event in previous:
                 await stream.ack(event)
+            previous = batch
 
     if settings.sink_enabled:
 
@@ -176,7 +180,7 @@ def build(settings: Settings) -> Central:
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def drop_cache(sender: Any, *args: Any, **kwargs: Any) -> None:
         # another worker may now own some of our keys: reread from the tables
-        cache.clear()
+        applier.reset()
 
     @app.task  # type: ignore[untyped-decorator]
     async def prepare_producer() -> None:

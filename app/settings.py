@@ -49,8 +49,8 @@ class Settings(BaseSettings):
     low_stock_threshold: int = 0
     #: RocksDB memory per table partition (Faust's defaults, 64 MB memtables x3
     #: and a 2 GB block cache, would not fit 8 tables x 8 partitions in 1 GB)
-    rocksdb_write_buffer_mb: int = Field(default=4, ge=1)
-    rocksdb_block_cache_mb: int = Field(default=8, ge=1)
+    rocksdb_write_buffer_mb: int = Field(default=2, ge=1)
+    rocksdb_block_cache_mb: int = Field(default=4, ge=1)
 
     # --- Postgres sink ------------------------------------------------------
     sink_enabled: bool = True

@@ -116,6 +116,7 @@ class Worker:
     stock_cache: dict[str, StockState] = field(default_factory=dict)
     progress_cache: dict[str, ProgressState] = field(default_factory=dict)
     other: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unconfirmed: dict[str, list[int]] = field(default_factory=dict)
 
     def stock(self, key: str) -> StockState:
         if key not in self.stock_cache:
@@ -136,10 +137,18 @@ class Worker:
         return self.other.setdefault(f"res:{key}", {})
 
     def batch(self, events: list[Event], rng: random.Random | None) -> bool:
-        """Apply and write; with ``rng``, crash part-way through the writes (False)."""
+        """Apply and write; with ``rng``, crash part-way through the writes (False).
+
+        Like agents/apply.py: the seqs of the previous (acknowledged) flush are
+        confirmed first and ride in this flush.
+        """
+        confirmed = {s for s, seqs in self.unconfirmed.items() if self.progress(s).confirm(seqs)}
+        self.unconfirmed = {}
         out = apply_events(events, self, now=0.0)
         writes = [("stock", k, self.stock(k).to_json()) for k in out.touched_stock]
-        writes += [("progress", s, self.progress(s).to_json()) for s in out.touched_progress]
+        writes += [
+            ("progress", s, self.progress(s).to_json()) for s in out.touched_progress | confirmed
+        ]
         if rng is not None:
             rng.shuffle(writes)
             writes = [w for w in writes if rng.random() < 0.5]
@@ -147,9 +156,8 @@ class Worker:
             getattr(self.tables, table)[key] = value
         if rng is not None:
             return False
-        for store_id, seqs in out.seen.items():  # acked: keys may now forget below this
-            if self.progress(store_id).confirm(seqs):
-                self.tables.progress[store_id] = self.progress(store_id).to_json()
+        for store_id, seqs in out.seen.items():
+            self.unconfirmed.setdefault(store_id, []).extend(seqs)
         return True
 
 
@@ -157,18 +165,27 @@ def run(deliveries: list[Event], batch_sizes: list[int], crash_at: set[int], see
     tables = Tables()
     worker = Worker(tables)
     rng = random.Random(seed)
-    committed = 0
+    committed = 0  # offsets committed: a take is acked after the next take's flush
+    position = 0  # where the worker reads next
+    previous = 0  # size of the take not acked yet
     i = 0
     n_batch = 0
     while committed < len(deliveries):
         size = batch_sizes[n_batch % len(batch_sizes)]
-        batch = deliveries[committed : committed + size]
+        batch = deliveries[position : position + size]
         crash = n_batch in crash_at
         n_batch += 1
-        if worker.batch(batch, rng if crash else None):
-            committed += len(batch)  # offsets committed after the flush
+        if batch and worker.batch(batch, rng if crash else None):
+            committed += previous
+            position += len(batch)
+            previous = len(batch)
+        elif not batch:
+            committed += previous  # the stream is drained: the last take is acked
+            previous = 0
         else:
             worker = Worker(tables)  # restart: caches gone, replay from the commit
+            position = committed
+            previous = 0
         i += 1
         assert i < 10_000
     return tables
