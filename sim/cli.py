@@ -14,12 +14,16 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 from rich.console import Console
 
-from sim.faults import chaos_schedule
+from sim.faults import bench_schedule, chaos_schedule
+from sim.report import plot, write_json, write_markdown
 from sim.runner import Result, Scenario, run
+
+RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 
 console = Console(stderr=True)
 
@@ -29,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, stores, skus, rate, seconds in (
         ("run", 4, 2000, 100.0, 60.0),
-        ("chaos", 6, 5000, 150.0, 160.0),
+        ("chaos", 5, 5000, 30.0, 160.0),
         ("bench", 20, 20000, 400.0, 600.0),
     ):
         cmd = sub.add_parser(name)
@@ -41,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--partitions", type=int, default=8)
         cmd.add_argument("--seed", type=int, default=1)
         cmd.add_argument("--data-dir", type=Path, default=Path(f".data/sim-{name}"))
+        if name == "bench":
+            cmd.add_argument(
+                "--memory", action="store_true", help="broker on memory storage (no broker kill)"
+            )
+            cmd.add_argument(
+                "--steady", type=float, default=0.4, help="share of the run with no fault"
+            )
     return parser
 
 
@@ -50,7 +61,7 @@ def _print(result: Result) -> None:
         console.print(f"{mark} {c.name}: {c.detail}")
 
 
-def summary(result: Result) -> dict[str, object]:
+def summary(result: Result) -> dict[str, Any]:
     return {
         "passed": sum(c.passed for c in result.checks),
         "failed": sum(not c.passed for c in result.checks),
@@ -79,7 +90,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         sc.faults = chaos_schedule(ids, sc.seconds)
         sc.agent_skew = {ids[1]: -2 * 3600.0}
         sc.terminal_skew = {ids[2]: 5 * 3600.0}
+    if args.command == "bench" and args.memory:
+        sc.persistent = False
+        sc.faults = [f for f in sc.faults if f.kind != "broker_kill"]
+    if args.command == "bench":
+        sc.steady_s = sc.seconds * args.steady
+        sc.faults = bench_schedule(sc.store_ids, sc.seconds, sc.steady_s)
+        if not sc.persistent:
+            sc.faults = [f for f in sc.faults if f.kind != "broker_kill"]
     result = asyncio.run(run(sc))
     _print(result)
-    sys.stdout.write(orjson.dumps(summary(result)).decode() + "\n")
+    out = summary(result)
+    out["storage"] = "s3 (moto)" if sc.persistent else "memory"
+    if args.command in ("chaos", "bench"):
+        name = "report" if args.command == "bench" else "chaos"
+        write_json(RESULTS / f"{name}.json", out)
+        if args.command == "bench":
+            write_markdown(RESULTS / "report.md", out, out["checks"], result.marks, "report.png")
+            plot(
+                RESULTS / "report.png", result.series, result.marks,
+                float(out["wall_start"]),
+                f"{sc.stores} stores x {sc.skus:,} SKUs, {sc.rate:.0f} events/s offered",
+            )  # fmt: skip
+    sys.stdout.write(orjson.dumps(out).decode() + "\n")
     return 0 if result.passed else 1

@@ -241,6 +241,8 @@ class Cluster:
     partitions: int = 8
     persistent: bool = True
     skewed: dict[str, float] = field(default_factory=dict)
+    #: False: clients talk to Tansu directly (no link cuts; for a baseline)
+    proxied: bool = True
     stack: DevStack = field(init=False)
     proxy: Proxy = field(init=False)
     workers: list[Worker] = field(default_factory=list)
@@ -258,13 +260,13 @@ class Cluster:
             self.data_dir / "stack" / "broker",
             port=broker_port,
             persistent=self.persistent,
-            advertised_port=self.proxy.port,
+            advertised_port=self.proxy.port if self.proxied else broker_port,
         )
 
     @property
     def bootstrap(self) -> str:
-        """Where clients connect: the proxy."""
-        return f"127.0.0.1:{self.proxy.port}"
+        """Where clients connect: the proxy (or the broker itself when not proxied)."""
+        return f"127.0.0.1:{self.proxy.port if self.proxied else self.stack.broker.port}"
 
     @property
     def database_url(self) -> str:
@@ -315,6 +317,11 @@ class Cluster:
             w.stop()
         self.stack.stop()
         self.proxy.stop()
+
+    def crashed(self) -> list[Worker | Outlet]:
+        """Processes that exited on their own (the faults clear ``proc`` when they kill)."""
+        procs: list[Worker | Outlet] = [*self.workers, *self.outlets.values()]
+        return [p for p in procs if p.proc is not None and p.proc.poll() is not None]
 
     def pids(self) -> dict[str, int | None]:
         out: dict[str, int | None] = {}

@@ -38,6 +38,9 @@ class Scenario:
     data_dir: Path = Path(".data/sim")
     drain_timeout_s: float = 300.0
     web_rate: float = 2.0
+    proxied: bool = True
+    #: broker on S3-on-moto storage (survives kill -9) or memory (faster, no broker faults)
+    persistent: bool = True
 
     @property
     def store_ids(self) -> list[str]:
@@ -125,7 +128,14 @@ async def lag_figures(
 
 async def run(sc: Scenario) -> Result:
     shutil.rmtree(sc.data_dir, ignore_errors=True)
-    cluster = Cluster(sc.data_dir, sc.store_ids, sc.partitions, skewed=sc.agent_skew)
+    cluster = Cluster(
+        sc.data_dir,
+        sc.store_ids,
+        sc.partitions,
+        skewed=sc.agent_skew,
+        proxied=sc.proxied,
+        persistent=sc.persistent,
+    )
     t_start = time.monotonic()
     try:
         await asyncio.to_thread(cluster.start, 1)
@@ -163,6 +173,8 @@ async def _run(sc: Scenario, cluster: Cluster) -> Result:
     wall0 = time.time()
     sampling = asyncio.create_task(sampler.run())
     faults = asyncio.create_task(injector.run(sc.faults, t0))
+    done = asyncio.Event()
+    supervisor = asyncio.create_task(injector.supervise(done))
     await workload.run(sc.seconds, web_rate=sc.web_rate)
     traffic_s = time.monotonic() - t0
     await faults  # a fault still running (a long cut) ends before the drain
@@ -175,7 +187,17 @@ async def _run(sc: Scenario, cluster: Cluster) -> Result:
     )
     dsn = cluster.database_url
     drained, drain_s = await wait_drained(truth, central_urls(), dsn, deadline_s=sc.drain_timeout_s)
-    checks = [Check("drained (centre and Postgres)", drained, f"after {drain_s:.1f}s")]
+    done.set()
+    await supervisor
+    checks = [
+        Check("drained (centre and Postgres)", drained, f"after {drain_s:.1f}s"),
+        Check(
+            "no process crashed on its own",
+            not injector.crashes,
+            "; ".join(injector.crashes[:3]) or "none",
+            len(injector.crashes),
+        ),
+    ]
     more, figures = await final_checks(truth, settings, central_urls()[0], sampler)
     checks += more
     steady_end = wall0 + (sc.steady_s or traffic_s)

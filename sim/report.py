@@ -1,0 +1,125 @@
+"""The benchmark report: ``report.json``, ``report.md`` and a plot with the faults marked.
+
+Every figure is written next to its target from issue 9, with the scale that
+was actually run, so a reader can tell a met target from a scaled-down one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from sim.faults import Mark
+
+#: figure -> (target text, passes(value) or None when only informative)
+TARGETS: dict[str, tuple[str, Any]] = {
+    "stores": ("100", None),
+    "skus": ("20,000", None),
+    "duration_s": ("600", None),
+    "events_per_s": ("≥ 1,000 sustained", lambda v: v >= 1000),
+    "p99_lag_ms": ("< 1,000 (aim 250)", lambda v: v < 1000),
+    "p99_pg_lag_ms": ("< 1,500", lambda v: v < 1500),
+    "drain_per_s": ("≥ 3,000 (aim 10,000)", lambda v: v >= 3000),
+    "accuracy_final": ("100%", lambda v: v >= 1.0),
+    "accuracy_in_run": ("≥ 99.9%", lambda v: v >= 0.999),
+    "lost": ("0", lambda v: v == 0),
+    "doubled": ("0", lambda v: v == 0),
+}
+
+
+def write_json(path: Path, figures: dict[str, Any]) -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = orjson.dumps(figures)
+    path.write_bytes(line + b"\n")
+    return line
+
+
+def write_markdown(
+    path: Path,
+    figures: dict[str, Any],
+    checks: dict[str, bool],
+    marks: list[Mark],
+    plot_name: str,
+) -> None:
+    rows = ["| figure | measured | target | met |", "|---|---|---|---|"]
+    for key, (target, ok) in TARGETS.items():
+        value = figures.get(key)
+        met = "" if ok is None or value is None else ("yes" if ok(value) else "**no**")
+        shown = "n/a" if value is None else f"{value:,}" if isinstance(value, int) else value
+        rows.append(f"| `{key}` | {shown} | {target} | {met} |")
+    t0 = float(figures.get("wall_start", 0.0))
+    fault_rows = ["| fault | at (s) | took (s) | detail |", "|---|---|---|---|"]
+    for m in marks:
+        extra = ", ".join(f"{k} {v}" for k, v in m.figures.items())
+        detail = " ".join(x for x in (m.detail, extra) if x)
+        fault_rows.append(f"| {m.kind} | {m.start - t0:.0f} | {m.end - m.start:.1f} | {detail} |")
+    check_rows = [f"- {'PASS' if ok else 'FAIL'} {name}" for name, ok in checks.items()]
+    text = "\n".join(
+        [
+            "# Benchmark report (issue 9)",
+            "",
+            f"Scale run: {figures.get('stores')} stores x {figures.get('skus'):,} SKUs, "
+            f"{figures.get('duration_s')} s of traffic offered at {figures.get('offered_rate')} "
+            f"events/s, {figures.get('events'):,} events accepted; broker storage "
+            f"{figures.get('storage', '?')}.",
+            "",
+            *rows,
+            "",
+            "Lag figures are over the steady window (no fault), from the ledger: "
+            "`applied_at - recorded_at` (centre) and `committed_at - recorded_at` (Postgres); "
+            f"whole-run p99 including outages: {figures.get('p99_lag_ms_whole_run')} ms / "
+            f"{figures.get('p99_pg_lag_ms_whole_run')} ms.",
+            "",
+            "## Checks",
+            "",
+            *check_rows,
+            "",
+            "## Faults",
+            "",
+            *fault_rows,
+            "",
+            f"![throughput and lag]({plot_name})",
+            "",
+        ]
+    )
+    path.write_text(text)
+
+
+def plot(
+    path: Path, series: list[dict[str, Any]], marks: list[Mark], t0: float, title: str
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 6), sharex=True)
+    xs = [p["t"] - t0 for p in series]
+    ax1.plot(xs, [p["events_per_s"] for p in series], color="tab:blue", label="applied events/s")
+    ax1.set_ylabel("events/s")
+    ax1.legend(loc="upper left")
+    ax2.plot(xs, [p["p99_ms"] for p in series], color="tab:orange", label="p99 lag → centre")
+    ax2.plot(xs, [p["p99_pg_ms"] for p in series], color="tab:green", label="p99 lag → Postgres")
+    ax2.set_yscale("symlog", linthresh=1000)
+    ax2.set_ylabel("ms (per 5 s of apply time)")
+    ax2.set_xlabel("seconds since traffic started")
+    ax2.legend(loc="upper left")
+    colors = ["tab:red", "tab:purple", "tab:brown", "tab:gray", "tab:olive", "tab:cyan", "k"]
+    kinds = sorted({m.kind for m in marks})
+    for m in marks:
+        color = colors[kinds.index(m.kind) % len(colors)]
+        for ax in (ax1, ax2):
+            if m.end - m.start > 2:
+                ax.axvspan(m.start - t0, m.end - t0, color=color, alpha=0.12)
+            ax.axvline(m.start - t0, color=color, alpha=0.7, lw=1)
+        ax1.annotate(
+            m.kind, (m.start - t0, 1), xycoords=("data", "axes fraction"),
+            rotation=90, va="top", ha="right", fontsize=7, color=color,
+        )  # fmt: skip
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
