@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--web-port", type=int, default=6066, help="worker web port (6066)")
     run.add_argument("--outlet-port", type=int, default=8700, help="first outlet agent port")
     run.add_argument("--stores", type=int, default=2)
-    run.add_argument("--rate", type=float, default=5.0, help="simulated sales per second")
+    run.add_argument("--rate", type=float, default=5.0, help="simulated events per second")
     return parser
 
 
@@ -162,7 +162,10 @@ def _start_demo(
     with console.status("waiting for the worker and the outlet agents"):
         for url in [central, *(str(o["url"]) for o in outlets)]:
             wait_until(partial(_answers, url), timeout=90, what=f"{url}/health")
-    sim_args = [sys.executable, "-m", "devstack.demo", "--rate", str(args.rate)]
+    # the chain simulator (sim/) at a gentle rate: baskets, returns, voids, receipts,
+    # counts, transfers between the stores, and web-shop reservations at the centre
+    sim_args = [sys.executable, "-m", "sim", "demo", "--rate", str(args.rate)]
+    sim_args += ["--central", central]
     for o in outlets:
         sim_args += ["--outlet", f"{o['store_id']}={o['url']}={o['token']}"]
     children.append(spawn(sim_args, log_path=logs / "demo.log", env=env))

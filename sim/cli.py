@@ -22,6 +22,7 @@ from rich.console import Console
 from sim.faults import bench_schedule, chaos_schedule
 from sim.report import plot, write_json, write_markdown
 from sim.runner import Result, Scenario, run
+from sim.workload import Store, Workload
 
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 
@@ -52,7 +53,23 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument(
                 "--steady", type=float, default=0.4, help="share of the run with no fault"
             )
+    demo = sub.add_parser("demo", help="gentle traffic to running outlet agents (make run)")
+    demo.add_argument("--outlet", action="append", default=[], help="STORE=URL=TOKEN")
+    demo.add_argument("--central", default="", help="central URL, for web-shop reservations")
+    demo.add_argument("--rate", type=float, default=5.0, help="events/s across the chain")
+    demo.add_argument("--skus", type=int, default=200)
     return parser
+
+
+def demo(args: argparse.Namespace) -> int:
+    """Post gentle traffic forever (until SIGTERM/Ctrl-C), with web-shop reservations."""
+    stores = []
+    for spec in args.outlet:
+        store, url, token = spec.split("=", 2)
+        stores.append(Store(store, url, token))
+    workload = Workload(stores, args.skus, rate=args.rate, batch=1, central_url=args.central)
+    asyncio.run(workload.run(0, web_rate=0.2 if args.central else 0))
+    return 0
 
 
 def _print(result: Result) -> None:
@@ -75,6 +92,8 @@ def summary(result: Result) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    if args.command == "demo":
+        return demo(args)
     sc = Scenario(
         stores=args.stores,
         skus=args.skus,
