@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from agents.verify import DEAD_LETTER_KIND as SIGNATURE_KIND
+from agents.verify import verify_event
 from app.schema import Event, InvalidEvent, decode_record
 from app.settings import Settings
 from domain.apply import DeadLetter
@@ -52,9 +54,18 @@ def validate_record(
             # the topic is keyed by store_id (SPEC): a store's events, its
             # table keys and its order all live in that key's partition
             reasons.append(f"store_id: {item.store_id!r} sent under the record key {source.key!r}")
+        kind = "invalid"
+        if not reasons:
+            # only an event that is otherwise valid is checked: what is verified
+            # is exactly what would be applied (issue 10, agents/verify.py)
+            reasons = verify_event(item, settings)
+            kind = SIGNATURE_KIND
         if reasons:
             dead.append(
-                (source.dead_letter_key(i), DeadLetter(reasons, item.to_dict(), item.store_id))
+                (
+                    source.dead_letter_key(i),
+                    DeadLetter(reasons, item.to_dict(), item.store_id, kind=kind),
+                )
             )
         else:
             valid.append(item)

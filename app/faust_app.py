@@ -21,6 +21,7 @@ from agents.reservations import Reservations
 from agents.sink import PostgresSink
 from app.fatal import exit_for_replay
 from app.logging_setup import quiet_libraries
+from app.security import aiokafka_security, faust_credentials
 from app.settings import Settings, get_settings
 from app.topics import Topics, define_topics, raw_topic
 from tables.bulk import BulkProducer
@@ -69,6 +70,8 @@ def make_faust_app(settings: Settings) -> faust.App:
         producer_max_batch_size=512 * 1024,
         stream_wait_empty=False,
         web_enabled=True,
+        # issue 10: TLS / SASL-SCRAM to Kafka from RETAIL_KAFKA_* (None: plaintext)
+        broker_credentials=faust_credentials(settings),
     )
 
 
@@ -84,7 +87,7 @@ def build(settings: Settings) -> Central:
         """One writer (and one bulk producer) per agent: their flushes never mix."""
         bulk = None
         if settings.processing_guarantee == "at_least_once":
-            bulk = BulkProducer(settings.bootstrap_servers)
+            bulk = BulkProducer(settings.bootstrap_servers, **aiokafka_security(settings))
             bulk_producers.append(bulk)
         return BatchWriter(vars(tables).values(), bulk)
 

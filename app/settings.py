@@ -68,6 +68,34 @@ class Settings(BaseSettings):
     forward_pack_max: int = Field(default=50, ge=1)
     retention_s: float = Field(default=7 * 24 * 3600, ge=0)
 
+    # --- security (issue 10; SECURITY.md) --------------------------------------
+    #: Centre: reject (dead-letter) unsigned events. Signed events are verified
+    #: whenever the centre has keys, whatever this says.
+    require_signatures: bool = False
+    #: Centre: ``key_id=store_id:base64key`` entries, comma- or newline-separated;
+    #: a key signs for its one store. Two ids for one store during a rotation.
+    signing_keys: SecretStr = SecretStr("")
+    #: Centre: a file with more entries of the same form (one a line, ``#`` comments).
+    signing_keys_file: Path | None = None
+    #: Outlet: the id and base64 key it signs every event with (or the key in a file).
+    signing_key_id: str = ""
+    signing_key: SecretStr = SecretStr("")
+    signing_key_file: Path | None = None
+    #: Kafka transport: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    #: CA bundle that signs the brokers' certificates (default: the system's).
+    kafka_ssl_cafile: Path | None = None
+    #: Client certificate and key, for brokers that require mutual TLS.
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    #: Off only for a test broker with a self-signed certificate and no CA.
+    kafka_ssl_check_hostname: bool = True
+    #: PostgreSQL TLS goes in the DSN (asyncpg reads it there):
+    #: ``?sslmode=verify-full&sslrootcert=/path/ca.pem`` (SECURITY.md "Transport").
+
     @property
     def bootstrap_servers(self) -> str:
         """The broker list without Faust's ``kafka://`` scheme, for aiokafka."""

@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.schema import MAX_ID_LEN, InvalidEvent, parse_terminal_event, utc_now
+from app.signing import load_signer
 from outlet_agent.config import OutletSettings
 from outlet_agent.errors import OutletError, OutletLogFull, OutletOverloaded
 from outlet_agent.forwarder import Forwarder, ProducerFactory, make_producer
@@ -74,6 +75,9 @@ class OutletApp:
             queue_max=settings.outlet_write_queue_max,
             group_max=settings.outlet_group_max,
             on_group=self.metrics.group_size.observe,
+            signer=load_signer(
+                settings.signing_key_id, settings.signing_key, settings.signing_key_file
+            ),
         )
         self.central: CentralClient = central or HttpCentralClient(
             settings.central_url, timeout_s=settings.outlet_central_timeout_s

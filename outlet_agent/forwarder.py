@@ -30,6 +30,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from app.security import aiokafka_security
 from outlet_agent.config import OutletSettings
 from outlet_agent.errors import OutletError
 from outlet_agent.log import EventLog, LogRecord
@@ -63,6 +64,7 @@ def make_producer(settings: OutletSettings) -> AIOKafkaProducer:
         linger_ms=0,
         max_batch_size=1 << 20,
         max_request_size=1 << 20,
+        **aiokafka_security(settings),  # TLS / SASL-SCRAM (issue 10)
     )
 
 

@@ -47,6 +47,7 @@ import aiosqlite
 import orjson
 
 from app.schema import SCHEMA, Line, TerminalEvent, new_event_id, utc_now
+from app.signing import Signer
 from outlet_agent.effects import fold, line_effect
 from outlet_agent.errors import OutletLogFull, OutletLogUnavailable, OutletOverloaded
 
@@ -216,9 +217,13 @@ class EventLog:
         queue_max: int = 20_000,
         group_max: int = 2_000,
         on_group: Callable[[int], None] | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self.path = path
         self.store_id = store_id
+        #: signs each event as it becomes durable; the signed body is what is
+        #: stored, forwarded and replayed (issue 10, app/signing.py)
+        self.signer = signer
         self.queue_max = queue_max
         self.group_max = group_max
         self.last_seq = 0
@@ -367,7 +372,7 @@ class EventLog:
         async with self._lock:
             try:
                 outcomes, last_seq = await self._in_writer(
-                    _group_transaction, db, items, self.store_id
+                    _group_transaction, db, items, self.store_id, self.signer
                 )
             except sqlite3.Error as exc:
                 if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
@@ -544,7 +549,7 @@ def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
 
 
 def _group_transaction(
-    db: sqlite3.Connection, items: list[Submission], store_id: str
+    db: sqlite3.Connection, items: list[Submission], store_id: str, signer: Signer | None = None
 ) -> tuple[list[Outcome], int]:
     """One group in one transaction, on the writer thread; rolled back on any error.
 
@@ -554,7 +559,7 @@ def _group_transaction(
     """
     db.execute("BEGIN IMMEDIATE")
     try:
-        result = _write_group(db, items, store_id)
+        result = _write_group(db, items, store_id, signer)
         db.execute("COMMIT")
     except BaseException:
         _rollback(db)
@@ -563,7 +568,7 @@ def _group_transaction(
 
 
 def _write_group(
-    db: sqlite3.Connection, items: list[Submission], store_id: str
+    db: sqlite3.Connection, items: list[Submission], store_id: str, signer: Signer | None = None
 ) -> tuple[list[Outcome], int]:
     row = db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
     seq = int(row[0]) if row else 0
@@ -601,7 +606,7 @@ def _write_group(
         answer = Accepted(201, event_id, seq, recorded_at)
         known[ev.client_txn_id] = _Prior(item.content_hash, answer)
         outcomes.append(answer)
-        body = _encode(ev, event_id, store_id, item.terminal_id, seq, recorded_at, lines)
+        body = _encode(ev, event_id, store_id, item.terminal_id, seq, recorded_at, lines, signer)
         event_rows.append(
             (
                 seq,
@@ -650,33 +655,37 @@ def _encode(
     seq: int,
     recorded_at: str,
     lines: tuple[Line, ...],
+    signer: Signer | None = None,
 ) -> bytes:
     """The event's wire form: byte-for-byte ``encode_event`` of the same ``Event``.
 
     Built directly (recorded_at formatted once per group) because it is the
     writer's hottest line; ``tests/outlet`` checks it against ``encode_event``.
+    With a signer, ``key_id`` and ``sig`` come last (``Event.extra`` keeps them
+    in that order, so ``encode_event`` of the parsed event is still these bytes).
     """
-    return orjson.dumps(
-        {
-            "event_id": event_id,
-            "schema": SCHEMA,
-            "type": ev.type,
-            "store_id": store_id,
-            "terminal_id": terminal_id,
-            "outlet_seq": seq,
-            "client_txn_id": ev.client_txn_id,
-            "occurred_at": _iso(ev.occurred_at),
-            "recorded_at": recorded_at,
-            "lines": [
-                {"sku": ln.sku, "qty": ln.qty}
-                if ln.unit_price_cents is None
-                else {"sku": ln.sku, "qty": ln.qty, "unit_price_cents": ln.unit_price_cents}
-                for ln in lines
-            ],
-            "ref": ev.ref,
-            "reason": ev.reason,
-        }
-    )
+    envelope: dict[str, Any] = {
+        "event_id": event_id,
+        "schema": SCHEMA,
+        "type": ev.type,
+        "store_id": store_id,
+        "terminal_id": terminal_id,
+        "outlet_seq": seq,
+        "client_txn_id": ev.client_txn_id,
+        "occurred_at": _iso(ev.occurred_at),
+        "recorded_at": recorded_at,
+        "lines": [
+            {"sku": ln.sku, "qty": ln.qty}
+            if ln.unit_price_cents is None
+            else {"sku": ln.sku, "qty": ln.qty, "unit_price_cents": ln.unit_price_cents}
+            for ln in lines
+        ],
+        "ref": ev.ref,
+        "reason": ev.reason,
+    }
+    if signer is not None:
+        signer.sign(envelope)
+    return orjson.dumps(envelope)
 
 
 def _existing_txns(db: sqlite3.Connection, txn_ids: list[str]) -> dict[str, _Prior]:
