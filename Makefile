@@ -3,6 +3,7 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 PYTEST_ARGS ?=
+SIM_ARGS ?=
 
 .DEFAULT_GOAL := help
 
@@ -53,6 +54,14 @@ bench-central:  ## central worker: events/s live and packed vs raw aiokafka, lag
 .PHONY: bench-sink
 bench-sink:  ## Postgres sink: rows/s vs raw COPY, commit lag at 1,000 events/s
 	$(BIN)/python -m bench.sink_bench
+
+.PHONY: chaos
+chaos:  ## chain simulator + one of each fault (S3 broker); pass/fail per check, JSON last line
+	$(BIN)/python -m sim chaos $(SIM_ARGS)
+
+.PHONY: bench
+bench:  ## the full benchmark: bench/results/report.json, report.md, report.png (JSON last line)
+	$(BIN)/python -m sim bench $(SIM_ARGS)
 
 .PHONY: clean
 clean:  ## remove local state (.data, .devstack)
