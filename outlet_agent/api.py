@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -30,6 +31,7 @@ from app.signing import load_signer
 from outlet_agent.config import OutletSettings
 from outlet_agent.errors import OutletError, OutletLogFull, OutletOverloaded
 from outlet_agent.forwarder import Forwarder, ProducerFactory, make_producer
+from outlet_agent.hardening import HardeningMiddleware, internal_error
 from outlet_agent.log import Accepted, EventLog, Outcome, Rejected, Submission, content_hash
 from outlet_agent.metrics import OutletMetrics
 from outlet_agent.openapi import openapi_document
@@ -115,7 +117,17 @@ class OutletApp:
             await self.log.close()  # aiosqlite's thread is non-daemon: close or hang
 
     def starlette(self) -> Starlette:
+        s = self.settings
         return Starlette(
+            middleware=[
+                Middleware(
+                    HardeningMiddleware,
+                    rate_per_s=s.outlet_rate_limit_per_s,
+                    burst=s.outlet_rate_burst,
+                    auth_failures_per_min=s.outlet_auth_failures_per_min,
+                )
+            ],
+            exception_handlers={Exception: internal_error},
             routes=[
                 Route("/v1/events", self.post_events, methods=["POST"]),
                 Route("/v1/stock/{sku:path}", self.get_stock, methods=["GET"]),
@@ -146,6 +158,11 @@ class OutletApp:
         except _TooLarge:
             self.metrics.rejected(413)
             return _error(413, f"request body over {self._max_body} bytes")
+        except TimeoutError:
+            self.metrics.rejected(408)
+            return _error(
+                408, f"request body not received within {self.settings.outlet_body_timeout_s}s"
+            )
         except ClientDisconnect:
             return Response(status_code=400)
         try:
@@ -273,11 +290,12 @@ class OutletApp:
             raise _TooLarge
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self._max_body:
-                raise _TooLarge
-            chunks.append(chunk)
+        async with asyncio.timeout(self.settings.outlet_body_timeout_s):  # slow-loris: 408
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > self._max_body:
+                    raise _TooLarge
+                chunks.append(chunk)
         return b"".join(chunks)
 
     async def get_stock(self, request: Request) -> Response:

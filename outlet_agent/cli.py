@@ -133,6 +133,11 @@ def _run(settings: OutletSettings, args: argparse.Namespace) -> int:
         proxy_headers=False,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=10,
+        # issue 10: bounded connections (503 past it), idle keep-alives closed,
+        # no server header advertising versions
+        limit_concurrency=settings.outlet_max_connections,
+        timeout_keep_alive=settings.outlet_keepalive_s,
+        server_header=False,
     )
     server = uvicorn.Server(config)
     server.run()

@@ -40,6 +40,18 @@ class OutletSettings(Settings):
     outlet_token_cache_s: float = Field(default=2.0, ge=0)
     #: How often forwarded events past ``retention_s`` are pruned.
     outlet_prune_interval_s: float = Field(default=60.0, gt=0)
+    #: Requests per second per client address, with a burst; 0 = no limit (the
+    #: store's LAN; set it where terminals reach the agent over a wider network).
+    outlet_rate_limit_per_s: float = Field(default=0.0, ge=0)
+    outlet_rate_burst: int = Field(default=500, ge=1)
+    #: 401s from one address within a minute before it is refused (429) for the minute.
+    outlet_auth_failures_per_min: int = Field(default=30, ge=1)
+    #: Longest a client may take to send a request body (slow-loris): then 408.
+    outlet_body_timeout_s: float = Field(default=10.0, gt=0)
+    #: Connections served at once; past it uvicorn answers 503 (memory stays bounded).
+    outlet_max_connections: int = Field(default=2_000, ge=1)
+    #: Seconds an idle keep-alive connection stays open.
+    outlet_keepalive_s: int = Field(default=5, ge=1)
     #: Run the forwarder (off only for tests and the HTTP benchmark).
     outlet_forward: bool = True
     #: Bench only: answer POSTs without the log (the HTTP stack's ceiling).

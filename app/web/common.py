@@ -7,16 +7,20 @@ status, so bad input is a clear 4xx and never a 5xx.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
+from aiohttp.web import HTTPException
 from faust.web import Request, Response, View
 
 if TYPE_CHECKING:
     from app.faust_app import Central
+
+log = logging.getLogger(__name__)
 
 #: Every answer of the API: no caching by proxies, no MIME sniffing.
 API_HEADERS = {
@@ -68,6 +72,12 @@ class ApiView(View):
         except ApiError as exc:
             body = {"error": exc.error, "detail": exc.detail, **exc.extra}
             return json_response(self, body, exc.status, exc.headers)
+        except HTTPException:
+            raise  # aiohttp's own answers, e.g. 413 for a body over its 1 MiB limit
+        except Exception:  # a bug: the traceback goes to the log, never to the client
+            log.exception("central API: unhandled error on %s %s", request.method, request.path)
+            body = {"error": "internal", "detail": "internal error; the worker's log has details"}
+            return json_response(self, body, 500)
 
     def json_ok(self, data: Any, status: int = 200) -> Response:
         return json_response(self, data, status)
