@@ -245,7 +245,8 @@ def _common(
     event_type = obj.get("type")
     if event_type is None:
         reasons.add("type: required")
-    elif event_type not in EVENT_TYPES:
+    elif not isinstance(event_type, str) or event_type not in EVENT_TYPES:
+        # a list or an object is unhashable: ``in`` would raise TypeError (issue 10's fuzzer)
         reasons.add(f"type: unknown type {str(event_type)[:40]!r}; one of {sorted(EVENT_TYPES)}")
         event_type = None
     client_txn_id = reasons.string(obj, "client_txn_id")
