@@ -42,7 +42,7 @@ class Sample:
     on_hand: int
     applied_seq: int
     applied_above: frozenset[int]
-    at: float
+    at: float  # epoch seconds
 
 
 @dataclass
@@ -84,14 +84,14 @@ class Sampler:
                         int(data["on_hand"]),
                         int(data["applied_seq"]),
                         frozenset(int(s) for s in data.get("applied_above", [])),
-                        time.monotonic(),
+                        time.time(),
                     )
                 )
 
     def stop(self) -> None:
         self._stop.set()
 
-    def accuracy(self) -> tuple[float, list[str]]:
+    def accuracy(self, t0: float = 0.0) -> tuple[float, list[str]]:
         """Share of samples equal to the truth at what the read says it had applied."""
         if not self.samples:
             return 1.0, []
@@ -100,7 +100,8 @@ class Sampler:
             expect = self.truth.stock(s.store_id, s.sku, s.applied_seq, s.applied_above)
             if expect != s.on_hand:
                 wrong.append(
-                    f"{s.store_id}/{s.sku} at seq {s.applied_seq}+{sorted(s.applied_above)[:5]}: "
+                    f"t={s.at - t0:.1f}s {s.store_id}/{s.sku} at seq {s.applied_seq}"
+                    f"+{sorted(s.applied_above)[:5]}: "
                     f"read {s.on_hand}, truth {expect}"
                 )
         return 1 - len(wrong) / len(self.samples), wrong
@@ -182,6 +183,7 @@ async def final_checks(
     central_url: str,
     sampler: Sampler | None,
     *,
+    t0: float = 0.0,
     in_run_target: float = 0.999,
 ) -> tuple[list[Check], dict[str, Any]]:
     """Every end check, and the figures behind them."""
@@ -252,7 +254,7 @@ async def final_checks(
                         "ok", len(d_ledger)))  # fmt: skip
 
     if sampler is not None:
-        acc, wrong = sampler.accuracy()
+        acc, wrong = sampler.accuracy(t0)
         figures["accuracy_in_run"] = round(acc, 6)
         figures["in_run_samples"] = len(sampler.samples)
         figures["in_run_read_errors"] = sampler.errors

@@ -46,10 +46,10 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--partitions", type=int, default=8)
         cmd.add_argument("--seed", type=int, default=1)
         cmd.add_argument("--data-dir", type=Path, default=Path(f".data/sim-{name}"))
+        cmd.add_argument(
+            "--memory", action="store_true", help="broker on memory storage (no broker kill)"
+        )
         if name == "bench":
-            cmd.add_argument(
-                "--memory", action="store_true", help="broker on memory storage (no broker kill)"
-            )
             cmd.add_argument(
                 "--steady", type=float, default=0.4, help="share of the run with no fault"
             )
@@ -109,14 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         sc.faults = chaos_schedule(ids, sc.seconds)
         sc.agent_skew = {ids[1]: -2 * 3600.0}
         sc.terminal_skew = {ids[2]: 5 * 3600.0}
-    if args.command == "bench" and args.memory:
-        sc.persistent = False
-        sc.faults = [f for f in sc.faults if f.kind != "broker_kill"]
+    sc.persistent = not args.memory
     if args.command == "bench":
         sc.steady_s = sc.seconds * args.steady
         sc.faults = bench_schedule(sc.store_ids, sc.seconds, sc.steady_s)
-        if not sc.persistent:
-            sc.faults = [f for f in sc.faults if f.kind != "broker_kill"]
+    if not sc.persistent:  # memory storage forgets everything when the broker dies
+        sc.faults = [f for f in sc.faults if f.kind != "broker_kill"]
     result = asyncio.run(run(sc))
     _print(result)
     out = summary(result)

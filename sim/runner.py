@@ -198,7 +198,7 @@ async def _run(sc: Scenario, cluster: Cluster) -> Result:
             len(injector.crashes),
         ),
     ]
-    more, figures = await final_checks(truth, settings, central_urls()[0], sampler)
+    more, figures = await final_checks(truth, settings, central_urls()[0], sampler, t0=wall0)
     checks += more
     steady_end = wall0 + (sc.steady_s or traffic_s)
     lag, series = await lag_figures(dsn, list(sc.agent_skew), wall0 + 5, steady_end)
