@@ -73,7 +73,7 @@ def decode_key(text: str) -> bytes:
 
 
 def new_key() -> str:
-    """A fresh 32-byte key, base64url (what ``python -m outlet_agent keys new`` prints)."""
+    """A fresh 32-byte key, base64url (what ``python -m outlet_agent keys --key-id ID`` prints)."""
     import secrets
 
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode("ascii")

@@ -71,6 +71,15 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="list what would be sent, send nothing"
     )
 
+    keys = sub.add_parser(
+        "keys",
+        help="make a signing key for this store (prints the outlet's and the centre's settings)",
+        description="Print a fresh 32-byte HMAC key: RETAIL_SIGNING_KEY_ID/RETAIL_SIGNING_KEY "
+        "for this outlet agent, and the 'key_id=store:key' entry for the centre's "
+        "RETAIL_SIGNING_KEYS. Nothing is stored; put them in your secret store.",
+    )
+    keys.add_argument("--key-id", required=True, help="e.g. s001-2026-01 (letters, digits . _ -)")
+
     tokens = sub.add_parser(
         "tokens",
         help="manage the terminals' bearer tokens (add | list | revoke)",
@@ -100,9 +109,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(settings, args)
     if args.command == "status":
         return _status(settings, json_out=args.json)
+    if args.command == "keys":
+        return _new_key(settings, args.key_id)
     if args.command == "replay":
         return asyncio.run(_replay(settings, args.from_seq, args.to_seq, dry_run=args.dry_run))
     return _tokens(settings, args)
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def _new_key(settings: OutletSettings, key_id: str) -> int:
+    from app.signing import SigningConfigError, check_key_id, new_key
+
+    try:
+        check_key_id(key_id)
+    except SigningConfigError as exc:
+        err.print(f"[red]{exc}[/]")
+        return 2
+    key = new_key()
+    console.print(f"# outlet agent of store {settings.store_id}:", markup=False)
+    console.print(f"RETAIL_SIGNING_KEY_ID={key_id}", markup=False)
+    console.print(f"RETAIL_SIGNING_KEY={key}", markup=False)
+    console.print("# centre: add this entry to RETAIL_SIGNING_KEYS (or its file):", markup=False)
+    console.print(f"{key_id}={settings.store_id}:{key}", markup=False)
+    return 0
 
 
 # --------------------------------------------------------------------------- run
