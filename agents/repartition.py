@@ -14,40 +14,54 @@ from typing import Any
 import orjson
 
 from tables.codec import read
+from tables.state import LRU
 from tables.writer import BatchWriter
 
 
-async def fold_sku_snapshots(table: Any, batch: list[Any], writer: BatchWriter) -> None:
-    """sku_totals[sku]["stores"][store] = the newest (applied_seq, ver) snapshot."""
-    latest: dict[str, dict[str, Any]] = {}
-    partition_event: dict[str, Any] = {}
-    snapshots: list[tuple[dict[str, Any], Any]] = []
-    for record in batch:
-        value = orjson.loads(record.value)
-        # packed: a list of snapshots whose skus all hash to this partition
-        snapshots.extend((snap, record) for snap in (value if isinstance(value, list) else [value]))
-    for snap, record in snapshots:
-        sku = snap["sku"]
-        partition_event[sku] = record
-        partition = record.message.partition
-        entry = latest.setdefault(sku, dict(read(table, sku, partition) or {"stores": {}}))
-        old = entry["stores"].get(snap["store_id"])
-        if old is None or (old["applied_seq"], old["ver"]) <= (snap["applied_seq"], snap["ver"]):
-            entry["stores"][snap["store_id"]] = {
-                "on_hand": snap["on_hand"],
-                "reserved": snap.get("reserved", 0),
-                "applied_seq": snap["applied_seq"],
-                "ver": snap["ver"],
-            }
-    by_record: dict[int, dict[str, Any]] = defaultdict(dict)
-    records: dict[int, Any] = {}
-    for sku, entry in latest.items():
-        record = partition_event[sku]
-        records[id(record)] = record
-        by_record[id(record)][sku] = entry
-    for rid, items in by_record.items():
-        writer.set(table, records[rid], items)
-    await writer.flush()
+class SkuTotals:
+    """Folds per-store snapshots into ``sku_totals``, keeping hot entries in memory."""
+
+    def __init__(self, table: Any, writer: BatchWriter, cache_limit: int = 50_000) -> None:
+        self.table = table
+        self.writer = writer
+        self.cache = LRU(cache_limit)
+
+    def reset(self) -> None:
+        """Partitions were revoked: another worker may now write some of these keys."""
+        self.cache.clear()
+
+    def _entry(self, sku: str, partition: int) -> dict[str, Any]:
+        entry = self.cache.get(sku)
+        if entry is None:
+            entry = read(self.table, sku, partition) or {"stores": {}}
+        self.cache.put(sku, entry)
+        return entry
+
+    async def fold(self, batch: list[Any]) -> None:
+        """sku_totals[sku]["stores"][store] = that store's newest snapshot (by ``ver``)."""
+        dirty: dict[int, dict[str, Any]] = defaultdict(dict)
+        records: dict[int, Any] = {}
+        for record in batch:
+            value = orjson.loads(record.value)
+            partition = record.message.partition
+            records[partition] = record
+            # packed: a list of snapshots whose skus all hash to this partition
+            for snap in value if isinstance(value, list) else [value]:
+                sku = snap["sku"]
+                entry = self._entry(sku, partition)
+                old = entry["stores"].get(snap["store_id"])
+                # ver counts a key's changes: the same after a crash and a replay
+                if old is None or old["ver"] <= snap["ver"]:
+                    entry["stores"][snap["store_id"]] = {
+                        "on_hand": snap["on_hand"],
+                        "reserved": snap.get("reserved", 0),
+                        "applied_seq": snap["applied_seq"],
+                        "ver": snap["ver"],
+                    }
+                    dirty[partition][sku] = entry
+        for partition, items in dirty.items():
+            self.writer.set(self.table, records[partition], items)
+        await self.writer.flush()
 
 
 def _discrepancy(sent: dict[str, int], received: dict[str, int]) -> dict[str, int]:

@@ -16,7 +16,7 @@ from typing import Any
 import faust
 
 from agents.apply import Applier
-from agents.repartition import fold_sku_snapshots, fold_transfer_legs
+from agents.repartition import SkuTotals, fold_transfer_legs
 from agents.reservations import Reservations
 from agents.sink import PostgresSink
 from app.fatal import exit_for_replay
@@ -93,7 +93,7 @@ def build(settings: Settings) -> Central:
 
     bulk_producers: list[BulkProducer] = []
     applier = Applier(settings, topics, tables, cache, reservations, batch_writer())
-    sku_writer = batch_writer()
+    sku_totals_folder = SkuTotals(tables.sku_totals, batch_writer())
     transfer_writer = batch_writer()
     sink = PostgresSink(settings)
     central = Central(app, settings, topics, tables, cache, applier, sink, reservations)
@@ -151,7 +151,7 @@ def build(settings: Settings) -> Central:
     async def sku_totals(stream: Any) -> None:
         async for batch in stream.noack_take(2000, 0.1):
             try:
-                await fold_sku_snapshots(tables.sku_totals, batch, sku_writer)
+                await sku_totals_folder.fold(batch)
             except Exception as exc:  # noqa: BLE001 - any failure: restart and replay
                 exit_for_replay("folding SKU snapshots", exc)
             for event in batch:
@@ -184,6 +184,7 @@ def build(settings: Settings) -> Central:
     async def drop_cache(sender: Any, *args: Any, **kwargs: Any) -> None:
         # another worker may now own some of our keys: reread from the tables
         applier.reset()
+        sku_totals_folder.reset()
 
     @app.task  # type: ignore[untyped-decorator]
     async def prepare_producer() -> None:

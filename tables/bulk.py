@@ -84,6 +84,10 @@ class BulkProducer:
         """Queue a record; ``partition=None`` partitions by key like the default producer."""
         self._pending[(topic, partition)].append((key, value))
 
+    def extend(self, topic: str, partition: int, records: list[tuple[bytes, bytes]]) -> None:
+        """Queue many records for one partition."""
+        self._pending[(topic, partition)].extend(records)
+
     def __len__(self) -> int:
         return sum(len(v) for v in self._pending.values())
 

@@ -67,12 +67,11 @@ class BatchWriter:
             return
         changelog = table.changelog_topic.get_topic_name()
         batch = WriteBatch(raw_mode=True)
-        add = self.bulk.add
-        for key, value in items.items():
-            kb = encode(key)
-            vb = encode(value)
-            batch.put(kb, vb)
-            add(changelog, partition, kb, vb)
+        put = batch.put
+        pairs = [(encode(key), encode(value)) for key, value in items.items()]
+        for kb, vb in pairs:
+            put(kb, vb)
+        self.bulk.extend(changelog, partition, pairs)
         # one RocksDB write per table and partition; readers that do not know
         # the partition (Faust's table.get) find the key by trying each one
         store._db_for_partition(partition).write(batch)
