@@ -19,6 +19,7 @@ from agents.apply import Applier
 from agents.repartition import SkuTotals, fold_transfer_legs
 from agents.reservations import Reservations
 from agents.sink import PostgresSink
+from app.consumer_tuning import set_fetch_max_wait
 from app.fatal import exit_for_replay
 from app.logging_setup import quiet_libraries
 from app.security import aiokafka_security, faust_credentials
@@ -46,6 +47,7 @@ class Central:
 
 
 def make_faust_app(settings: Settings) -> faust.App:
+    set_fetch_max_wait(settings.consumer_fetch_max_wait_ms)
     worker_dir = settings.data_dir / "worker"
     worker_dir.mkdir(parents=True, exist_ok=True)
     return faust.App(

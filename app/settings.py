@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     broker_heartbeat_interval_s: float = 2.0
     broker_rebalance_timeout_s: float = 3.0
     low_stock_threshold: int = 0
+    #: Longest a consumer fetch waits at the broker for data (Faust's own 1.5 s
+    #: added ~0.5 s of sync lag on Tansu; see app/consumer_tuning.py).
+    consumer_fetch_max_wait_ms: int = Field(default=50, ge=1)
     #: RocksDB memory per table partition (Faust's defaults, 64 MB memtables x3
     #: and a 2 GB block cache, would not fit 8 tables x 8 partitions in 1 GB)
     rocksdb_write_buffer_mb: int = Field(default=2, ge=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,7 +39,6 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--data-dir", type=Path, default=Path(".data/devstack"))
         cmd.add_argument("--persistent", action="store_true", help="broker on S3 storage")
         cmd.add_argument("--partitions", type=int, default=8)
-        cmd.add_argument("--fresh", action="store_true", help="delete old data first")
     run = sub.choices["run"]
     run.add_argument("--web-port", type=int, default=6066, help="worker web port (6066)")
     run.add_argument("--outlet-port", type=int, default=8700, help="first outlet agent port")
@@ -65,10 +65,11 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.fresh:
-        import shutil
-
-        shutil.rmtree(args.data_dir, ignore_errors=True)
+    # Every run starts empty: the embedded broker keeps nothing across runs
+    # (memory storage, or S3 storage in a moto server that lives in memory),
+    # and a worker's RocksDB or an outlet's log left from an earlier run would
+    # disagree with the new, empty topics (Faust refuses to start on that).
+    shutil.rmtree(args.data_dir, ignore_errors=True)
     stack = DevStack(args.data_dir, partitions=args.partitions, persistent=args.persistent)
     children: list[subprocess.Popen[bytes]] = []
     signal.signal(signal.SIGTERM, _on_signal)
