@@ -109,7 +109,7 @@ class PostgresSink:
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
             dsn = self.settings.database_url.get_secret_value()
-            if not self._migrated:
+            if not self._migrated and self.settings.sink_migrate:
                 await migrate(dsn)
                 self._migrated = True
             conn = await asyncpg.connect(

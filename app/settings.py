@@ -57,6 +57,9 @@ class Settings(BaseSettings):
 
     # --- Postgres sink ------------------------------------------------------
     sink_enabled: bool = True
+    #: Apply migrations when the sink starts; off when a separate migration
+    #: job owns the schema and the worker logs in as a sink-only role.
+    sink_migrate: bool = True
     sink_batch_max: int = Field(default=5000, ge=1)
     sink_batch_within_s: float = Field(default=0.1, gt=0)
 

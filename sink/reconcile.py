@@ -75,12 +75,15 @@ async def read_table(settings: Settings, topic: str | None = None) -> dict[tuple
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    from app.security import aiokafka_security
+
     topic = topic or changelog_topic(settings)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         group_id=None,
+        **aiokafka_security(settings),
     )
     await consumer.start()
     table: dict[tuple[str, str], int] = {}
