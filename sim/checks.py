@@ -128,10 +128,12 @@ async def postgres_sync(dsn: str) -> dict[str, int]:
 
 async def wait_drained(
     truth: Truth, central_urls: list[str], dsn: str, *, deadline_s: float
-) -> tuple[bool, float]:
-    """Wait until the centre and Postgres have applied every answered seq of every store."""
+) -> tuple[bool, float, str]:
+    """Wait until the centre and Postgres have applied every answered seq of every store;
+    the third value names the stores still behind when it gives up."""
     start = time.monotonic()
     want = {s: truth.max_seq(s) for s in truth.events}
+    behind = "no answer yet"
     while time.monotonic() - start < deadline_s:
         try:
             central: dict[str, dict[str, Any]] = {}
@@ -142,16 +144,20 @@ async def wait_drained(
                 except (aiohttp.ClientError, TimeoutError, OSError):
                     continue
             pg = await postgres_sync(dsn)
-        except (OSError, asyncpg.PostgresError):
+        except (OSError, asyncpg.PostgresError) as exc:
+            behind = f"Postgres: {exc!r}"
             await asyncio.sleep(1)
             continue
-        if all(
-            central.get(s, {}).get("applied_seq", 0) >= m and pg.get(s, 0) >= m
+        lagging = {
+            s: (m, central.get(s, {}).get("applied_seq", 0), pg.get(s, 0))
             for s, m in want.items()
-        ):
-            return True, time.monotonic() - start
+            if central.get(s, {}).get("applied_seq", 0) < m or pg.get(s, 0) < m
+        }
+        if not lagging:
+            return True, time.monotonic() - start, ""
+        behind = "store: (answered, centre, Postgres) " + str(dict(list(lagging.items())[:5]))
         await asyncio.sleep(0.5)
-    return False, time.monotonic() - start
+    return False, time.monotonic() - start, behind
 
 
 async def ledger_index(dsn: str) -> dict[tuple[str, int], tuple[int, set[str]]]:

@@ -186,11 +186,13 @@ async def _run(sc: Scenario, cluster: Cluster) -> Result:
         app_id=cluster.app_id,
     )
     dsn = cluster.database_url
-    drained, drain_s = await wait_drained(truth, central_urls(), dsn, deadline_s=sc.drain_timeout_s)
+    drained, drain_s, behind = await wait_drained(
+        truth, central_urls(), dsn, deadline_s=sc.drain_timeout_s
+    )
     done.set()
     await supervisor
     checks = [
-        Check("drained (centre and Postgres)", drained, f"after {drain_s:.1f}s"),
+        Check("drained (centre and Postgres)", drained, f"after {drain_s:.1f}s {behind}"),
         Check(
             "no process crashed on its own",
             not injector.crashes,

@@ -41,6 +41,8 @@ def _scenario(tmp_path: Path, seconds: float, *, persistent: bool) -> Scenario:
 
 def _check(result: Result) -> None:
     failed = {c.name: c.detail for c in result.checks if not c.passed}
+    for name, detail in failed.items():
+        print(f"FAIL {name}: {detail}")  # shown in full with the failure
     assert result.figures["lost"] == 0 and result.figures["doubled"] == 0, failed
     assert result.figures["events"] > 300
     accuracy = [name for name in failed if name.startswith("in-run accuracy")]
