@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -71,6 +73,9 @@ def make_faust_app(settings: Settings) -> faust.App:
         producer_linger=0.005,
         producer_max_batch_size=512 * 1024,
         stream_wait_empty=False,
+        # records buffered per partition ahead of the agent (a packed record
+        # holds 50 events; Faust's default of 4096 would hold 200k of them)
+        stream_buffer_maxsize=1024,
         web_enabled=True,
         # issue 10: TLS / SASL-SCRAM to Kafka from RETAIL_KAFKA_* (None: plaintext)
         broker_credentials=faust_credentials(settings),
@@ -110,21 +115,43 @@ def build(settings: Settings) -> Central:
         internal=True,
     )
 
+    # A take is acked once the flush two after its own completed: that one
+    # carries the durable watermark its flush earned (agents/apply.py). When
+    # the stream goes quiet, a timer flushes the confirmations alone so the
+    # last takes are acked too (otherwise a restart would replay them).
+    unacked: deque[tuple[int, list[Any]]] = deque()
+    apply_lock = asyncio.Lock()
+    apply_streams: list[Any] = []
+
+    async def ack_durable() -> None:
+        while unacked and unacked[0][0] <= applier.completed_flush - 2:
+            for event in unacked.popleft()[1]:
+                await apply_streams[0].ack(event)
+
     @app.agent(source, name="apply")
     async def apply(stream: Any) -> None:
-        # A take is acked after the *next* take's flush: that flush carries the
-        # durable_wm its own flush earned (agents/apply.py), in one round trip.
-        previous: list[Any] = []
+        apply_streams[:] = [stream]
+        unacked.clear()
         async for batch in stream.noack_take(
             settings.apply_batch_max, settings.apply_batch_within_s
         ):
+            async with apply_lock:
+                try:
+                    unacked.append((await applier.process(batch), batch))
+                except Exception as exc:  # noqa: BLE001 - any failure: restart and replay
+                    exit_for_replay("applying a batch", exc)
+                await ack_durable()
+
+    @app.timer(0.25)  # type: ignore[untyped-decorator]
+    async def ack_when_quiet() -> None:
+        if not unacked or apply_lock.locked() or not apply_streams:
+            return
+        async with apply_lock:
             try:
-                await applier.process(batch)
+                await applier.flush_confirmations()
             except Exception as exc:  # noqa: BLE001 - any failure: restart and replay
-                exit_for_replay("applying a batch", exc)
-            for event in previous:
-                await stream.ack(event)
-            previous = batch
+                exit_for_replay("flushing confirmations", exc)
+            await ack_durable()
 
     if settings.sink_enabled:
 

@@ -199,7 +199,10 @@ def run_worker_until(
     return rate, peak, worker
 
 
-async def steady_lag(bootstrap: str, topic: str, rate: int, seconds: int, stores: int) -> None:
+async def steady_lag(
+    bootstrap: str, topic: str, rate: int, seconds: int, stores: int, prefix: str = "L"
+) -> None:
+    """Sales at a steady rate; ``prefix`` keeps each phase's stores (and seqs) apart."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=1)
     await producer.start()
     rng = random.Random(3)
@@ -209,7 +212,7 @@ async def steady_lag(bootstrap: str, topic: str, rate: int, seconds: int, stores
         next_at = time.monotonic()
         end = next_at + seconds
         while time.monotonic() < end:
-            store = f"L{rng.randrange(stores):03d}"
+            store = f"{prefix}{rng.randrange(stores):03d}"
             seqs[store] += 1
             now = datetime.now(UTC).isoformat()
             event = {
@@ -285,7 +288,7 @@ def main() -> None:
                 worker.kill()
                 t0 = time.monotonic()
                 worker.start()
-                asyncio.run(steady_lag(stack.broker.bootstrap, topic, 200, 1, 10))
+                asyncio.run(steady_lag(stack.broker.bootstrap, topic, 200, 1, 10, prefix="R"))
                 wait_for(partial(applied_at_least, worker.url, 1), timeout=300, what="applying")
                 figures["recovery_s"] = round(time.monotonic() - t0, 1)
             worker.stop()

@@ -37,6 +37,10 @@ def partition_for(key: str, partitions: int) -> int:
     return int(_partitioner(key.encode(), all_partitions, all_partitions))
 
 
+#: queued records per (topic, partition or None = by key)
+Pending = dict[tuple[str, int | None], list[tuple[bytes | None, bytes | None]]]
+
+
 class UnknownPartition(RuntimeError):
     """A topic has fewer partitions than the tables' source topic: a setup error."""
 
@@ -55,9 +59,7 @@ class BulkProducer:
             **config,
         }
         self._producer_obj: AIOKafkaProducer | None = None
-        self._pending: dict[tuple[str, int | None], list[tuple[bytes | None, bytes | None]]] = (
-            defaultdict(list)
-        )
+        self._pending: Pending = defaultdict(list)
         self._partitions: dict[str, list[int]] = {}
         self._started = False
 
@@ -99,10 +101,16 @@ class BulkProducer:
             self._partitions[topic] = parts
         return parts
 
-    async def flush(self) -> dict[tuple[str, int], int]:
-        """Send everything queued; return the last offset written per (topic, partition)."""
-        await self.start()
+    def detach(self) -> Pending:
+        """Take what is queued now; later ``add`` calls start a new batch."""
         pending, self._pending = self._pending, defaultdict(list)
+        return pending
+
+    async def flush(self, pending: Pending | None = None) -> dict[tuple[str, int], int]:
+        """Send ``pending`` (default: everything queued); return the last offset per partition."""
+        if pending is None:
+            pending = self.detach()
+        await self.start()
         routed: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = defaultdict(list)
         for (topic, partition), records in pending.items():
             parts = await self._partition_list(topic)

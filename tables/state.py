@@ -92,7 +92,7 @@ class StateCache:
     once (one changelog record per key per batch, STYLE "Batches").
     """
 
-    def __init__(self, tables: Tables, *, stock_limit: int = 100_000) -> None:
+    def __init__(self, tables: Tables, *, stock_limit: int = 50_000) -> None:
         self.tables = tables
         self._stock: LRU = LRU(stock_limit)
         self._progress: dict[str, ProgressState] = {}

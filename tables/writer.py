@@ -90,14 +90,22 @@ class BatchWriter:
         else:
             self.bulk.add(topic.get_topic_name(), partition, key, value)
 
-    async def flush(self, timeout_s: float = 120.0) -> None:
-        """Return once everything queued is acknowledged by the broker."""
+    def detach(self) -> Any:
+        """What is queued now, to flush later; writes after this go to the next batch."""
         if self.bulk is None:
             futures, self._futures = self._futures, []
-            await wait_all(futures, timeout_s)
+            return futures
+        return self.bulk.detach()
+
+    async def flush(self, detached: Any = None, timeout_s: float = 120.0) -> None:
+        """Return once everything queued (or ``detached``) is acknowledged by the broker."""
+        if detached is None:
+            detached = self.detach()
+        if self.bulk is None:
+            await wait_all(detached, timeout_s)
             return
         try:
-            last = await asyncio.wait_for(self.bulk.flush(), timeout_s)
+            last = await asyncio.wait_for(self.bulk.flush(detached), timeout_s)
         except TimeoutError as exc:
             raise FlushTimeout(f"batch not acknowledged after {timeout_s:.0f}s") from exc
         for (topic, partition), offset in last.items():
