@@ -31,7 +31,7 @@ import orjson
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench.common import progress, report
+from bench.common import exit_cleanly_on_sigterm, progress, report
 from devstack import DevStack
 from devstack.stack import create_topics
 from tests.helpers import WorkerProcess, wait_for
@@ -239,6 +239,7 @@ def main() -> None:
     parser.add_argument("--pack", type=int, default=50)
     parser.add_argument("--lag-seconds", type=int, default=20)
     args = parser.parse_args()
+    exit_cleanly_on_sigterm()
     tmp = Path(tempfile.mkdtemp(prefix="bench-central-"))
     stack = DevStack(tmp / "stack", partitions=8)
     stack.start()

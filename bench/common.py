@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,15 @@ def report(name: str, figures: dict[str, Any]) -> None:
     (RESULTS / f"{name}.json").write_bytes(line + b"\n")
     sys.stdout.write(line.decode() + "\n")
     sys.stdout.flush()
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so ``finally`` blocks stop the stack and workers."""
+
+    def _raise(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _raise)
 
 
 def progress(message: str) -> None:
