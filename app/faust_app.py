@@ -122,6 +122,7 @@ def build(settings: Settings) -> Central:
     unacked: deque[tuple[int, list[Any]]] = deque()
     apply_lock = asyncio.Lock()
     apply_streams: list[Any] = []
+    last_take = [0.0]
 
     async def ack_durable() -> None:
         while unacked and unacked[0][0] <= applier.completed_flush - 2:
@@ -135,6 +136,7 @@ def build(settings: Settings) -> Central:
         async for batch in stream.noack_take(
             settings.apply_batch_max, settings.apply_batch_within_s
         ):
+            last_take[0] = time.monotonic()
             async with apply_lock:
                 try:
                     unacked.append((await applier.process(batch), batch))
@@ -142,9 +144,10 @@ def build(settings: Settings) -> Central:
                     exit_for_replay("applying a batch", exc)
                 await ack_durable()
 
-    @app.timer(0.25)  # type: ignore[untyped-decorator]
+    @app.timer(0.5)  # type: ignore[untyped-decorator]
     async def ack_when_quiet() -> None:
-        if not unacked or apply_lock.locked() or not apply_streams:
+        quiet = time.monotonic() - last_take[0] > 0.5
+        if not unacked or not quiet or apply_lock.locked() or not apply_streams:
             return
         async with apply_lock:
             try:
