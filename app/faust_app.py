@@ -73,9 +73,6 @@ def make_faust_app(settings: Settings) -> faust.App:
         producer_linger=0.005,
         producer_max_batch_size=512 * 1024,
         stream_wait_empty=False,
-        # records buffered per partition ahead of the agent (a packed record
-        # holds 50 events; Faust's default of 4096 would hold 200k of them)
-        stream_buffer_maxsize=1024,
         web_enabled=True,
         # issue 10: TLS / SASL-SCRAM to Kafka from RETAIL_KAFKA_* (None: plaintext)
         broker_credentials=faust_credentials(settings),

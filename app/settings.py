@@ -52,8 +52,8 @@ class Settings(BaseSettings):
     consumer_fetch_max_wait_ms: int = Field(default=50, ge=1)
     #: RocksDB memory per table partition (Faust's defaults, 64 MB memtables x3
     #: and a 2 GB block cache, would not fit 8 tables x 8 partitions in 1 GB)
-    rocksdb_write_buffer_mb: int = Field(default=2, ge=1)
-    rocksdb_block_cache_mb: int = Field(default=4, ge=1)
+    rocksdb_write_buffer_mb: int = Field(default=1, ge=1)
+    rocksdb_block_cache_mb: int = Field(default=1, ge=1)
 
     # --- Postgres sink ------------------------------------------------------
     sink_enabled: bool = True
