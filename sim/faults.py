@@ -88,6 +88,7 @@ class Injector:
         self.marks: list[Mark] = []
         self.rng = random.Random(seed)
         self.crashes: list[str] = []
+        self.external_kills: list[str] = []
 
     async def run(self, schedule: list[Fault], t0: float) -> None:
         tasks = []
@@ -106,7 +107,12 @@ class Injector:
             for proc in self.cluster.crashed():
                 code = proc.proc.returncode if proc.proc else None
                 name = getattr(proc, "store_id", None) or f"worker:{getattr(proc, 'web_port', '')}"
-                self.crashes.append(f"{name} exited {code}: {_last_error(proc.data_dir)}")
+                if code == -9:
+                    # SIGKILL from outside the run (the OOM killer, or another session on
+                    # this shared machine): restarted like any crash, reported apart
+                    self.external_kills.append(f"{name} at {time.strftime('%H:%M:%S')}")
+                else:
+                    self.crashes.append(f"{name} exited {code}: {_last_error(proc.data_dir)}")
                 log.warning("supervisor: %s exited %s; restarting", name, code)
                 proc.proc = None
                 proc.start()

@@ -196,7 +196,12 @@ async def _run(sc: Scenario, cluster: Cluster) -> Result:
         Check(
             "no process crashed on its own",
             not injector.crashes,
-            "; ".join(injector.crashes[:3]) or "none",
+            ("; ".join(injector.crashes[:3]) or "none")
+            + (
+                f" (SIGKILLed from outside: {injector.external_kills})"
+                if injector.external_kills
+                else ""
+            ),
             len(injector.crashes),
         ),
     ]
@@ -227,6 +232,8 @@ async def _run(sc: Scenario, cluster: Cluster) -> Result:
             "reservations_sold": st.reservations_sold,
             "reservations_released": st.reservations_released,
             "faults": [m.kind for m in injector.marks],
+            "crashes": injector.crashes,
+            "external_sigkills": injector.external_kills,
             "wall_start": wall0,
         }
     )
