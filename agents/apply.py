@@ -15,7 +15,6 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import orjson
@@ -23,7 +22,6 @@ import orjson
 from agents.ingest import Source, validate_record
 from agents.reservations import Reservations
 from app import metrics
-from app.fatal import exit_for_replay
 from app.lagstats import LagStats
 from app.schema import Event
 from app.settings import Settings
@@ -57,22 +55,16 @@ class Applier:
     _unconfirmed: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     #: a record of each store's partition (table writes go to its partition)
     _store_record: dict[str, Any] = field(default_factory=dict)
-    #: the flush on its way, the id the next flush gets, the last one acknowledged
-    _inflight: asyncio.Task[None] | None = None
-    _next_flush: int = 1
-    completed_flush: int = 0
+    #: bumped by reset(): a flush that straddles a rebalance confirms nothing
     _generation: int = 0
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def process(self, batch: list[Any]) -> int:
+    async def process(self, batch: list[Any]) -> None:
         """Apply a batch taken from the stream, in groups of at most ``GROUP_EVENTS`` events.
 
         Packed records hold up to 50 events each, so a take of records can be
-        huge; each group is applied, written and flushed on its own, and the
-        event loop gets a turn between groups (the web views stay live).
-
-        Returns the id of the flush that makes the batch durable; the agent
-        may ack the batch once :attr:`completed_flush` is two past it (see
-        :meth:`_apply_group`).
+        huge; each group is applied, written and acknowledged on its own, and
+        the event loop gets a turn between groups (the web views stay live).
         """
         valid: list[Event | ReservationCommand] = []
         dead: list[tuple[str, DeadLetter, Any]] = []
@@ -102,9 +94,24 @@ class Applier:
                 valid, dead, store_event = [], [], {}
         if valid or dead:
             await self._apply_group(valid, dead, store_event)
-        return self._next_flush - 1
 
     async def _apply_group(
+        self,
+        valid: list[Event | ReservationCommand],
+        dead: list[tuple[str, DeadLetter, Any]],
+        store_event: dict[str, Any],
+    ) -> BatchOutcome:
+        # A rebalance waits for the group in hand (reset_when_idle), so a
+        # revoked partition never gets a late write from this worker.
+        async with self._lock:
+            return await self._apply_group_locked(valid, dead, store_event)
+
+    async def reset_when_idle(self) -> None:
+        """Partitions are being revoked: let the group in hand finish, then forget."""
+        async with self._lock:
+            self.reset()
+
+    async def _apply_group_locked(
         self,
         valid: list[Event | ReservationCommand],
         dead: list[tuple[str, DeadLetter, Any]],
@@ -115,11 +122,10 @@ class Applier:
         for store_id, record in store_event.items():
             self.cache.partitions[store_id] = record.message.partition
             self._store_record[store_id] = record
-        # Pipeline: group g is applied and written while the flush of group g-1
-        # is still on its way. Only acknowledged flushes are confirmed here, so
-        # flush g carries the durable watermark earned by flushes <= g-2; the
-        # agent acks a batch once the flush two after its own has completed,
-        # so a restart never begins with a durable_wm behind committed offsets.
+        # The previous group's flush was acknowledged: its seqs are durable in
+        # every key, so durable_wm may move over them. The new value rides in
+        # this group's flush; the agent acks the previous take only after it
+        # (so a restart never starts from a durable_wm behind committed offsets).
         confirmed = self._confirm_flushed()
         outcome = BatchOutcome()
         for start in range(0, len(valid), CHUNK_EVENTS):
@@ -130,26 +136,12 @@ class Applier:
         outcome.touched_progress |= confirmed
         self._write_state(outcome, store_event)
         self._send_outputs(outcome, store_event, dead, now)
-        await self.wait_inflight()  # flushes complete in order
-        detached = self.writer.detach()
-        flush_id = self._next_flush
-        self._next_flush += 1
-        task = asyncio.create_task(self._flush(flush_id, detached, outcome, started))
-        task.add_done_callback(partial(self._flush_done, self._generation))
-        self._inflight = task
-        if valid:
-            log.debug(
-                "applied group: %d items, %d new, %d duplicates, %d dead letters, %d keys",
-                len(valid), outcome.new_events, outcome.duplicates,
-                len(dead) + len(outcome.dead_letters), len(outcome.touched_stock),
-            )  # fmt: skip
-        return outcome
-
-    async def _flush(
-        self, flush_id: int, detached: Any, outcome: BatchOutcome, started: float
-    ) -> None:
-        await self.writer.flush(detached)
-        # durable now: what waits on it can go on
+        generation = self._generation
+        await self.writer.flush()
+        if generation != self._generation:
+            # partitions were revoked while this flush was on its way: the
+            # state it confirms is no longer ours to track
+            return outcome
         for store_id, seqs in outcome.seen.items():
             self._unconfirmed[store_id].extend(seqs)
         self.reservations.answer(outcome.replies)
@@ -159,50 +151,34 @@ class Applier:
                     self.expiries,
                     (int(reply["expires_at_ms"]), reply["store_id"], reply["order_id"]),
                 )
+
         metrics.EVENTS_APPLIED.inc(outcome.new_events)
         metrics.DUPLICATES.inc(outcome.duplicates)
         for store_id, lag in outcome.lags:
             metrics.APPLY_LAG.observe(lag)
             self.lags.add(store_id, lag)
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
-        self.completed_flush = flush_id
-
-    def _flush_done(self, generation: int, task: asyncio.Task[None]) -> None:
-        """A flush that fails must not go unnoticed while the stream is idle."""
-        if generation != self._generation or task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            exit_for_replay("flushing a batch", exc)
-
-    async def flush_confirmations(self) -> None:
-        """A flush with no events: the durable watermarks earned so far, then wait for it."""
-        await self._apply_group([], [], {})
-        await self.wait_inflight()
-
-    async def wait_inflight(self) -> None:
-        """Wait for the flush on its way (raises what it raised)."""
-        task, self._inflight = self._inflight, None
-        if task is not None:
-            await task
+        if valid:
+            log.debug(
+                "applied group: %d items, %d new, %d duplicates, %d dead letters, %d keys",
+                len(valid), outcome.new_events, outcome.duplicates,
+                len(dead) + len(outcome.dead_letters), len(outcome.touched_stock),
+            )  # fmt: skip
+        return outcome
 
     def _confirm_flushed(self) -> set[str]:
         """Stores whose durable_wm moved over the seqs of acknowledged flushes."""
         moved = set()
         for store_id, seqs in self._unconfirmed.items():
-            if seqs and self.cache.progress(store_id).confirm(seqs):
+            known = store_id in self._store_record
+            if seqs and known and self.cache.progress(store_id).confirm(seqs):
                 moved.add(store_id)
         self._unconfirmed.clear()
         return moved
 
     def reset(self) -> None:
-        """Forget all in-memory state (partitions were revoked).
-
-        A flush still on its way is left to finish on its own; its records
-        were not acked, so the partitions' new owner replays them anyway.
-        """
+        """Forget all in-memory state (partitions were revoked)."""
         self._generation += 1
-        self._inflight = None
         self.cache.clear()
         self._unconfirmed.clear()
         self._store_record.clear()

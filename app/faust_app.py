@@ -6,11 +6,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -112,46 +110,21 @@ def build(settings: Settings) -> Central:
         internal=True,
     )
 
-    # A take is acked once the flush two after its own completed: that one
-    # carries the durable watermark its flush earned (agents/apply.py). When
-    # the stream goes quiet, a timer flushes the confirmations alone so the
-    # last takes are acked too (otherwise a restart would replay them).
-    unacked: deque[tuple[int, list[Any]]] = deque()
-    apply_lock = asyncio.Lock()
-    apply_streams: list[Any] = []
-    last_take = [0.0]
-
-    async def ack_durable() -> None:
-        while unacked and unacked[0][0] <= applier.completed_flush - 2:
-            for event in unacked.popleft()[1]:
-                await apply_streams[0].ack(event)
-
     @app.agent(source, name="apply")
     async def apply(stream: Any) -> None:
-        apply_streams[:] = [stream]
-        unacked.clear()
+        # A take is acked after the *next* take's flush: that flush carries the
+        # durable_wm its own flush earned (agents/apply.py), in one round trip.
+        previous: list[Any] = []
         async for batch in stream.noack_take(
             settings.apply_batch_max, settings.apply_batch_within_s
         ):
-            last_take[0] = time.monotonic()
-            async with apply_lock:
-                try:
-                    unacked.append((await applier.process(batch), batch))
-                except Exception as exc:  # noqa: BLE001 - any failure: restart and replay
-                    exit_for_replay("applying a batch", exc)
-                await ack_durable()
-
-    @app.timer(0.5)  # type: ignore[untyped-decorator]
-    async def ack_when_quiet() -> None:
-        quiet = time.monotonic() - last_take[0] > 0.5
-        if not unacked or not quiet or apply_lock.locked() or not apply_streams:
-            return
-        async with apply_lock:
             try:
-                await applier.flush_confirmations()
+                await applier.process(batch)
             except Exception as exc:  # noqa: BLE001 - any failure: restart and replay
-                exit_for_replay("flushing confirmations", exc)
-            await ack_durable()
+                exit_for_replay("applying a batch", exc)
+            for event in previous:
+                await stream.ack(event)
+            previous = batch
 
     if settings.sink_enabled:
 
@@ -211,8 +184,9 @@ def build(settings: Settings) -> Central:
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def drop_cache(sender: Any, *args: Any, **kwargs: Any) -> None:
-        # another worker may now own some of our keys: reread from the tables
-        applier.reset()
+        # another worker may now own some of our keys: finish the group in
+        # hand (no late writes to a revoked partition), then reread the tables
+        await applier.reset_when_idle()
         sku_totals_folder.reset()
 
     @app.task  # type: ignore[untyped-decorator]

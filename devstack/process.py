@@ -96,6 +96,8 @@ def stop_process(proc: subprocess.Popen[bytes], *, timeout: float = 10.0) -> Non
 
 def kill_process(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL the whole process group at once (a crash, not a shutdown)."""
+    if proc.poll() is not None:
+        return  # already reaped: its pid (and group id) may belong to another process now
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)

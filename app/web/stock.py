@@ -72,8 +72,20 @@ class StockItem(ApiView):
         if routed is not None:
             return routed
         tables = self.central.tables
-        state = StockState.from_json(tables.stock.get(stock_key(store_id, sku)))
-        progress = ProgressState.from_json(tables.progress.get(store_id))
+        raw_state = tables.stock.get(stock_key(store_id, sku))
+        raw_progress = tables.progress.get(store_id)
+        if raw_state is not None and raw_progress is None:
+            # The key is here but not yet the store's progress (a worker is
+            # recovering its tables): applied_seq 0 would make an outlet add
+            # every local event on top of a stock that already has them.
+            raise ApiError(
+                503,
+                "recovering",
+                f"store {store_id!r} is being recovered on this worker; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        state = StockState.from_json(raw_state)
+        progress = ProgressState.from_json(raw_progress)
         return self.json_ok(
             {
                 "store_id": store_id,

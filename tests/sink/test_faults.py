@@ -86,11 +86,12 @@ def test_kill9_mid_batch_each_event_once(
     worker.kill()
     load.finish()
     restart(worker)
-    # 2nd kill: under load again, as soon as the new worker commits
-    load = PacedProducer(stack.broker.bootstrap, topic, events[half:], 150, 0.2)
+    # 2nd kill: under load again, as soon as the new worker commits (paced
+    # slower than the worker applies, so the kill lands before the end)
+    load = PacedProducer(stack.broker.bootstrap, topic, events[half:], 40, 0.2)
     load.start()
     seen = ledger_count(dsn)
-    wait_for(lambda: rows_above(seen + 300), timeout=60, what="rows after restart", interval=0.02)
+    wait_for(lambda: rows_above(seen + 100), timeout=60, what="rows after restart", interval=0.02)
     worker.kill()
     load.finish()
     assert ledger_count(dsn) < expected, "the kill came too late to be mid-stream"

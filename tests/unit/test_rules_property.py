@@ -117,7 +117,6 @@ class Worker:
     progress_cache: dict[str, ProgressState] = field(default_factory=dict)
     other: dict[str, dict[str, Any]] = field(default_factory=dict)
     unconfirmed: dict[str, list[int]] = field(default_factory=dict)
-    in_flight: dict[str, list[int]] = field(default_factory=dict)
 
     def stock(self, key: str) -> StockState:
         if key not in self.stock_cache:
@@ -143,11 +142,8 @@ class Worker:
         Like agents/apply.py: the seqs of the previous (acknowledged) flush are
         confirmed first and ride in this flush.
         """
-        # agents/apply.py pipelines flushes: when batch g is written, flush g-1
-        # may still be on its way, so only flushes <= g-2 are confirmed
         confirmed = {s for s, seqs in self.unconfirmed.items() if self.progress(s).confirm(seqs)}
-        self.unconfirmed = self.in_flight
-        self.in_flight = {}
+        self.unconfirmed = {}
         out = apply_events(events, self, now=0.0)
         writes = [("stock", k, self.stock(k).to_json()) for k in out.touched_stock]
         writes += [
@@ -161,7 +157,7 @@ class Worker:
         if rng is not None:
             return False
         for store_id, seqs in out.seen.items():
-            self.in_flight.setdefault(store_id, []).extend(seqs)
+            self.unconfirmed.setdefault(store_id, []).extend(seqs)
         return True
 
 
@@ -169,9 +165,9 @@ def run(deliveries: list[Event], batch_sizes: list[int], crash_at: set[int], see
     tables = Tables()
     worker = Worker(tables)
     rng = random.Random(seed)
-    committed = 0  # offsets committed: a take is acked once the flush two after it is done
+    committed = 0  # offsets committed: a take is acked after the next take's flush
     position = 0  # where the worker reads next
-    unacked: list[int] = []  # sizes of the takes not acked yet
+    previous = 0  # size of the take not acked yet
     i = 0
     n_batch = 0
     while committed < len(deliveries):
@@ -180,17 +176,16 @@ def run(deliveries: list[Event], batch_sizes: list[int], crash_at: set[int], see
         crash = n_batch in crash_at
         n_batch += 1
         if batch and worker.batch(batch, rng if crash else None):
+            committed += previous
             position += len(batch)
-            unacked.append(len(batch))
-            if len(unacked) > 2:
-                committed += unacked.pop(0)
+            previous = len(batch)
         elif not batch:
-            committed += sum(unacked)  # the stream is drained: all acked in the end
-            unacked = []
+            committed += previous  # the stream is drained: the last take is acked
+            previous = 0
         else:
             worker = Worker(tables)  # restart: caches gone, replay from the commit
             position = committed
-            unacked = []
+            previous = 0
         i += 1
         assert i < 10_000
     return tables
