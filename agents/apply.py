@@ -136,6 +136,7 @@ class Applier:
         outcome.touched_progress |= confirmed
         self._write_state(outcome, store_event)
         self._send_outputs(outcome, store_event, dead, now)
+        self.cache.trim()  # only now: every changed value has been serialized
         generation = self._generation
         await self.writer.flush()
         if generation != self._generation:

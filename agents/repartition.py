@@ -21,7 +21,7 @@ from tables.writer import BatchWriter
 class SkuTotals:
     """Folds per-store snapshots into ``sku_totals``, keeping hot entries in memory."""
 
-    def __init__(self, table: Any, writer: BatchWriter, cache_limit: int = 50_000) -> None:
+    def __init__(self, table: Any, writer: BatchWriter, cache_limit: int = 5_000) -> None:
         self.table = table
         self.writer = writer
         self.cache = LRU(cache_limit)
@@ -61,6 +61,7 @@ class SkuTotals:
                     dirty[partition][sku] = entry
         for partition, items in dirty.items():
             self.writer.set(self.table, records[partition], items)
+        self.cache.trim()  # after the writes: a changed entry is never evicted unwritten
         await self.writer.flush()
 
 

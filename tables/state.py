@@ -74,6 +74,13 @@ def define_tables(app: faust.App, settings: Settings) -> Tables:
 
 
 class LRU(OrderedDict[str, Any]):
+    """Least recently used first out, but only when :meth:`trim` is called.
+
+    Entries a batch has changed must stay until the batch has written them:
+    evicting one mid-batch would drop its change and reread the old value.
+    So ``put`` never evicts; the owner trims after each batch's writes.
+    """
+
     def __init__(self, limit: int) -> None:
         super().__init__()
         self.limit = limit
@@ -81,6 +88,8 @@ class LRU(OrderedDict[str, Any]):
     def put(self, key: str, value: Any) -> None:
         self[key] = value
         self.move_to_end(key)
+
+    def trim(self) -> None:
         while len(self) > self.limit:
             self.popitem(last=False)
 
@@ -100,6 +109,12 @@ class StateCache:
         self._reservations: LRU = LRU(100_000)
         #: store -> its partition (set by the apply agent for the stores in a batch)
         self.partitions: dict[str, int] = {}
+
+    def trim(self) -> None:
+        """Evict down to the limits: call only once a batch's writes are queued."""
+        self._stock.trim()
+        self._sales.trim()
+        self._reservations.trim()
 
     def clear(self) -> None:
         self._stock.clear()
