@@ -16,7 +16,7 @@ from faust.web import Request, Response
 from app.web import openapi as oa
 from app.web.common import Api, ApiError, ApiView, bad_request
 from app.web.routing import route
-from app.web.stock import check_id, known_progress
+from app.web.stock import check_id
 
 MAX_BODY = 16 * 1024
 MAX_QTY = 1_000_000
@@ -78,6 +78,13 @@ async def parse_body(request: Request) -> dict[str, Any]:
     return {"sku": sku, "qty": qty, "order_id": order_id, "ttl_s": float(ttl_s)}
 
 
+def known_store(view: ApiView, store_id: str) -> None:
+    """404 for a store outside ``RETAIL_STORES`` (when that list is set)."""
+    known = view.central.settings.known_stores
+    if known and store_id not in known:
+        raise ApiError(404, "unknown_store", f"store {store_id!r} is not in RETAIL_STORES")
+
+
 class Reserve(ApiView):
     """``POST /api/stores/{store_id}/reservations``: 201 granted, 409 refused with ``available``."""
 
@@ -88,7 +95,10 @@ class Reserve(ApiView):
         if routed is not None:
             return routed
         service = _reservations(self)
-        known_progress(self, store_id)
+        # A store with no events yet has no stock: the request is decided (and
+        # refused with available 0), not rejected. Only a store outside
+        # RETAIL_STORES is unknown.
+        known_store(self, store_id)
         try:
             answer = await service.reserve(
                 store_id, body["sku"], body["qty"], body["order_id"], body["ttl_s"]
@@ -108,7 +118,7 @@ class Release(ApiView):
         if routed is not None:
             return routed
         service = _reservations(self)
-        known_progress(self, store_id)
+        known_store(self, store_id)
         try:
             answer = await service.release(store_id, order_id)
         except _timeout_type() as exc:

@@ -89,10 +89,12 @@ def test_bad_reservation_bodies_are_400(cluster: Cluster, body: bytes) -> None:
         assert r.json()["detail"]
 
 
-def test_reservation_at_unknown_store_is_404(cluster: Cluster) -> None:
+def test_reservation_at_store_without_stock_is_refused(cluster: Cluster) -> None:
+    """No events yet means no stock: decided and refused with available 0, not a 404."""
     r = httpx.post(
         f"{cluster.workers[0].url}/api/stores/NOPE/reservations",
-        json={"sku": "A", "qty": 1, "order_id": "o"},
-        timeout=10,
+        json={"sku": "A", "qty": 1, "order_id": "o", "ttl_s": 60},
+        timeout=20,
     )
-    assert r.status_code == 404
+    assert r.status_code == 409, r.text
+    assert r.json()["available"] == 0
