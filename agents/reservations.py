@@ -9,6 +9,7 @@ apply agent to decide it in order with the store's stock events (SPEC
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from typing import Any
@@ -42,7 +43,8 @@ class Reservations:
                 at_ms=int(time.time() * 1000),
                 sku=sku,
                 qty=qty,
-                ttl_ms=int(ttl_s * 1000),
+                # at least 1 ms: a positive TTL must never round to an invalid 0
+                ttl_ms=max(1, math.ceil(ttl_s * 1000)),
             )
         )
 

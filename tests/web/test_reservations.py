@@ -98,3 +98,13 @@ def test_reservation_at_store_without_stock_is_refused(cluster: Cluster) -> None
     )
     assert r.status_code == 409, r.text
     assert r.json()["available"] == 0
+
+
+def test_tiny_ttl_is_decided_not_timed_out(cluster: Cluster) -> None:
+    """A TTL of 10 us is positive: it rounds up to 1 ms instead of an invalid 0 (found by schemathesis)."""
+    r = httpx.post(
+        f"{cluster.workers[0].url}/api/stores/TINY/reservations",
+        json={"sku": "A", "qty": 1, "order_id": "tiny", "ttl_s": 1e-05},
+        timeout=20,
+    )
+    assert r.status_code == 409, r.text
