@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -44,6 +45,27 @@ class Central:
     applier: Applier
     sink: PostgresSink
     reservations: Reservations
+
+
+async def handle_batches(
+    stream: Any,
+    max_records: int,
+    within_s: float,
+    handle: Callable[[list[Any]], Awaitable[Any]],
+    what: str,
+) -> None:
+    """Take batches, handle each, and ack it only once handled (durable).
+
+    Any failure exits the worker so it replays from the committed offsets
+    (``app/fatal.py``); Faust would restart the agent without redelivering.
+    """
+    async for batch in stream.noack_take(max_records, within_s):
+        try:
+            await handle(batch)
+        except Exception as exc:  # noqa: BLE001 - any failure: restart and replay
+            exit_for_replay(what, exc)
+        for event in batch:
+            await stream.ack(event)
 
 
 def make_faust_app(settings: Settings) -> faust.App:
@@ -139,35 +161,24 @@ def build(settings: Settings) -> Central:
             name="sink",
         )
         async def sink_agent(stream: Any) -> None:
-            async for batch in stream.noack_take(
-                settings.sink_batch_max, settings.sink_batch_within_s
-            ):
-                try:
-                    await sink.write(batch)
-                except Exception as exc:  # noqa: BLE001 - any failure: restart and replay
-                    exit_for_replay("writing a batch to PostgreSQL", exc)
-                for event in batch:
-                    await stream.ack(event)
+            await handle_batches(
+                stream,
+                settings.sink_batch_max,
+                settings.sink_batch_within_s,
+                sink.write,
+                "writing a batch to PostgreSQL",
+            )
 
     @app.agent(topics.sku_stock, name="sku-totals")
     async def sku_totals(stream: Any) -> None:
-        async for batch in stream.noack_take(2000, 0.1):
-            try:
-                await sku_totals_folder.fold(batch)
-            except Exception as exc:  # noqa: BLE001 - any failure: restart and replay
-                exit_for_replay("folding SKU snapshots", exc)
-            for event in batch:
-                await stream.ack(event)
+        await handle_batches(stream, 2000, 0.1, sku_totals_folder.fold, "folding SKU snapshots")
 
     @app.agent(topics.transfers, name="transfers")
     async def transfers(stream: Any) -> None:
-        async for batch in stream.noack_take(500, 0.1):
-            try:
-                await fold_transfer_legs(tables.transfers, batch, transfer_writer)
-            except Exception as exc:  # noqa: BLE001 - any failure: restart and replay
-                exit_for_replay("folding transfer legs", exc)
-            for event in batch:
-                await stream.ack(event)
+        async def fold(batch: list[Any]) -> None:
+            await fold_transfer_legs(tables.transfers, batch, transfer_writer)
+
+        await handle_batches(stream, 500, 0.1, fold, "folding transfer legs")
 
     @app.timer(1.0)  # type: ignore[untyped-decorator]
     async def expire_reservations() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +10,7 @@ import orjson
 import pytest
 
 from devstack import DevStack
-from tests.helpers import WorkerProcess
+from tests.helpers import WorkerProcess, isolated_app_env
 
 
 @pytest.fixture(scope="session")
@@ -28,33 +26,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
 
 @pytest.fixture
 def app_env(stack: DevStack) -> dict[str, str]:
-    """Environment for one test's central app: own app id, topics and database.
-
-    A test gets fresh topics and a fresh database so its figures are its own
-    while the broker and PostgreSQL are shared.
-    """
-    tag = uuid.uuid4().hex[:8]
-    database = f"t_{tag}"
-    import subprocess
-
-    from devstack.postgres import postgres_bin
-
-    subprocess.run(
-        [str(postgres_bin() / "psql"), stack.postgres.url(), "-qc", f"CREATE DATABASE {database}"],
-        check=True,
-    )
-    events_topic = f"events-{tag}"
-    from devstack.stack import create_topics
-
-    asyncio.run(create_topics(stack.broker.bootstrap, {events_topic: stack.partitions}))
-    return {
-        "RETAIL_KAFKA_BROKERS": stack.kafka_brokers,
-        "RETAIL_DATABASE_URL": stack.postgres.url(database),
-        "RETAIL_TOPIC_PARTITIONS": str(stack.partitions),
-        "RETAIL_APP_ID": f"retail-{tag}",
-        "RETAIL_EVENTS_TOPIC": events_topic,
-        "RETAIL_DEAD_LETTERS_TOPIC": f"dead-letters-{tag}",
-    }
+    """Environment for one test's central app (see ``isolated_app_env``)."""
+    return isolated_app_env(stack)
 
 
 @pytest.fixture

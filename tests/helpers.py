@@ -144,3 +144,26 @@ class WorkerProcess:
         if self.proc is not None:
             stop_process(self.proc, timeout=15)
             self.proc = None
+
+
+def isolated_app_env(stack: Any) -> dict[str, str]:
+    """Environment for one test's central app: its own app id, topics and database.
+
+    The broker and PostgreSQL are shared by the session; a fresh app id,
+    events topic and database keep each test's figures its own.
+    """
+    from devstack.stack import create_database, create_topics
+
+    tag = uuid.uuid4().hex[:8]
+    database = f"t_{tag}"
+    create_database(stack.postgres, database)
+    events_topic = f"events-{tag}"
+    asyncio.run(create_topics(stack.broker.bootstrap, {events_topic: stack.partitions}))
+    return {
+        "RETAIL_KAFKA_BROKERS": stack.kafka_brokers,
+        "RETAIL_DATABASE_URL": stack.postgres.url(database),
+        "RETAIL_TOPIC_PARTITIONS": str(stack.partitions),
+        "RETAIL_APP_ID": f"retail-{tag}",
+        "RETAIL_EVENTS_TOPIC": events_topic,
+        "RETAIL_DEAD_LETTERS_TOPIC": f"dead-letters-{tag}",
+    }

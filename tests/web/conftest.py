@@ -8,8 +8,6 @@ independent of their order.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,7 +19,7 @@ import pytest
 
 from devstack import DevStack
 from tests.conftest import produce
-from tests.helpers import WorkerProcess, make_event, wait_for
+from tests.helpers import WorkerProcess, isolated_app_env, make_event, wait_for
 
 STORES = [f"S{i:03d}" for i in range(1, 101)]
 SKUS = [f"SKU-{i:02d}" for i in range(1, 6)]
@@ -78,28 +76,6 @@ class Cluster:
             raise AssertionError(f"{exc}\nviews: {views}\nlogs:\n{logs}") from None
 
 
-def _app_env(stack: DevStack) -> dict[str, str]:
-    from devstack.postgres import postgres_bin
-    from devstack.stack import create_topics
-
-    tag = uuid.uuid4().hex[:8]
-    database = f"t_{tag}"
-    subprocess.run(
-        [str(postgres_bin() / "psql"), stack.postgres.url(), "-qc", f"CREATE DATABASE {database}"],
-        check=True,
-    )
-    events_topic = f"events-{tag}"
-    asyncio.run(create_topics(stack.broker.bootstrap, {events_topic: stack.partitions}))
-    return {
-        "RETAIL_KAFKA_BROKERS": stack.kafka_brokers,
-        "RETAIL_DATABASE_URL": stack.postgres.url(database),
-        "RETAIL_TOPIC_PARTITIONS": str(stack.partitions),
-        "RETAIL_APP_ID": f"retail-{tag}",
-        "RETAIL_EVENTS_TOPIC": events_topic,
-        "RETAIL_DEAD_LETTERS_TOPIC": f"dead-letters-{tag}",
-    }
-
-
 def _both_assigned(workers: list[WorkerProcess]) -> bool:
     """Both workers see the same two-member assignment."""
     for w in workers:
@@ -114,7 +90,7 @@ def _both_assigned(workers: list[WorkerProcess]) -> bool:
 
 @pytest.fixture(scope="package")
 def cluster(stack: DevStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    env = _app_env(stack)
+    env = isolated_app_env(stack)
     root: Path = tmp_path_factory.mktemp("web")
     workers = [WorkerProcess(env=env, data_dir=root / f"worker{i}") for i in (1, 2)]
     for w in workers:
