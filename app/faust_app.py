@@ -20,6 +20,7 @@ from agents.apply import Applier
 from agents.repartition import SkuTotals, fold_transfer_legs
 from agents.reservations import Reservations
 from agents.sink import PostgresSink
+from app.changelog_ends import install as read_changelogs_to_their_end
 from app.consumer_tuning import set_fetch_max_wait
 from app.fatal import exit_for_replay
 from app.logging_setup import quiet_libraries
@@ -70,6 +71,7 @@ async def handle_batches(
 
 def make_faust_app(settings: Settings) -> faust.App:
     set_fetch_max_wait(settings.consumer_fetch_max_wait_ms)
+    read_changelogs_to_their_end()  # recovery's high watermarks: the last record (Tansu)
     worker_dir = settings.data_dir / "worker"
     worker_dir.mkdir(parents=True, exist_ok=True)
     return faust.App(

@@ -75,6 +75,7 @@ async def read_table(settings: Settings, topic: str | None = None) -> dict[tuple
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    from app.changelog_ends import FETCH_WAIT_MS, exact_end_offsets
     from app.security import aiokafka_security
 
     topic = topic or changelog_topic(settings)
@@ -83,6 +84,8 @@ async def read_table(settings: Settings, topic: str | None = None) -> dict[tuple
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         group_id=None,
+        # Tansu on S3 answers nothing when it cannot list a partition in time
+        fetch_max_wait_ms=FETCH_WAIT_MS,
         **aiokafka_security(settings),
     )
     await consumer.start()
@@ -97,7 +100,8 @@ async def read_table(settings: Settings, topic: str | None = None) -> dict[tuple
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        ends: dict[Any, int] = await consumer.end_offsets(tps)
+        # not end_offsets: Tansu on S3 under-reports it (app/changelog_ends.py)
+        ends: dict[Any, int] = await exact_end_offsets(consumer, tps)
         remaining = {tp for tp in tps if ends[tp] > 0}
         while remaining:
             batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=10_000)

