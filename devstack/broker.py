@@ -23,6 +23,14 @@ from devstack.process import (
 )
 from devstack.s3 import MotoServer
 
+#: Tansu on S3 storage lists every batch object of a partition on each fetch,
+#: and a fetch whose max wait runs out before the listing ends answers nothing
+#: (``python -m devstack.tansu_s3_offsets --fetch-wait``): past a few hundred
+#: batches a partition cannot be read with the worker's default 50 ms, so a
+#: worker's consumer (live and recovering) starves. Clients of an S3 broker
+#: wait longer; on memory storage the listing is instant.
+S3_FETCH_MAX_WAIT_MS = 2_000
+
 
 def tansu_binary() -> Path:
     try:
@@ -56,6 +64,12 @@ class TansuBroker:
     @property
     def log_path(self) -> Path:
         return self.data_dir / "tansu.log"
+
+    def client_env(self) -> dict[str, str]:
+        """``RETAIL_*`` settings a worker needs against this broker's storage."""
+        if self.persistent:
+            return {"RETAIL_CONSUMER_FETCH_MAX_WAIT_MS": str(S3_FETCH_MAX_WAIT_MS)}
+        return {}
 
     def start(self, timeout: float = 30.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -145,6 +145,7 @@ class DevStack:
             "RETAIL_KAFKA_BROKERS": self.kafka_brokers,
             "RETAIL_DATABASE_URL": self.database_url,
             "RETAIL_TOPIC_PARTITIONS": str(self.partitions),
+            **self.broker.client_env(),
         }
 
     def stop(self) -> None:

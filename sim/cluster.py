@@ -278,6 +278,7 @@ class Cluster:
             "RETAIL_DATABASE_URL": self.database_url,
             "RETAIL_TOPIC_PARTITIONS": str(self.partitions),
             "RETAIL_APP_ID": self.app_id,
+            **self.stack.broker.client_env(),  # S3 storage: a longer fetch wait
         }
 
     def start(self, workers: int = 1) -> None:
