@@ -7,12 +7,14 @@ build aiokafka record batches per (topic, partition) ourselves, send them, and
 wait for the broker's acks, then record the changelog offsets in RocksDB as
 Faust's own ``_on_changelog_sent`` would (so recovery reads only what is new).
 
-Tansu reports a partition's high watermark as the base offset of its *last
-record batch* plus one, so the records after the first one of a multi-record
-batch sit beyond it, and Faust's changelog recovery (which reads up to the high
-watermark) would miss them after a restart. So each flush ends every partition
-with a one-record batch: the high watermark is then exact. On Apache Kafka that
-costs one extra small batch per partition per flush.
+Tansu on memory storage answers ListOffsets (``end_offsets``) with the base
+offset of a partition's *last record batch* plus one, so the records after the
+first one of a multi-record batch sit beyond it. So each flush ends every
+partition with a one-record batch: that answer is then exact for any reader.
+On S3 storage it is not (the first batch of the last whole second wins, see
+``app/changelog_ends.py``), so Faust's recovery does not rely on it: it reads
+each changelog to its last record. On Apache Kafka the tail costs one extra
+small batch per partition per flush.
 
 Under ``processing_guarantee=exactly_once`` writes go through Faust's
 transactional producer instead (see ``tables/writer.py``): a separate producer
