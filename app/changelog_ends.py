@@ -36,12 +36,15 @@ path is kept. faust-streaming 0.15.3 and aiokafka 0.14 are pinned;
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.errors import OffsetOutOfRangeError, for_code
+from aiokafka.errors import KafkaError, LeaderNotAvailableError, OffsetOutOfRangeError, for_code
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.memory_records import MemoryRecords
 
@@ -55,6 +58,9 @@ FETCH_BYTES = 1 << 20
 FETCH_WAIT_MS = 10_000
 #: a partition still not at its end after this many fetches is an error
 MAX_FETCHES = 10_000
+#: how long retriable errors (the broker restarting) are retried, and how often
+RETRY_S = 60.0
+RETRY_BACKOFF_S = 0.5
 
 
 class EndNotFound(RuntimeError):
@@ -89,25 +95,43 @@ async def exact_end_offsets(consumer: Any, tps: Iterable[Any]) -> dict[Any, int]
     return ends
 
 
+async def _fetch(client: Any, tp: Any, position: int) -> tuple[int, bytes | None]:
+    """(high watermark, record bytes) from ``position``; retriable errors are retried
+    for :data:`RETRY_S` (a broker restarting), as aiokafka's own ``end_offsets`` does."""
+    deadline = time.monotonic() + RETRY_S
+    while True:
+        try:
+            node = client.cluster.leader_for_partition(TopicPartition(tp.topic, tp.partition))
+            if node is None or node < 0:
+                raise LeaderNotAvailableError(f"no leader known for {tp}")
+            topics = [(tp.topic, [(tp.partition, position, FETCH_BYTES)])]
+            request = FetchRequest(FETCH_WAIT_MS, 0, FETCH_BYTES, 0, topics)
+            response = await client.send(node, request)
+            ((_topic, ((_partition, error_code, highwater, *data),)),) = response.topics
+            if error_code:
+                raise for_code(error_code)(f"fetching {tp} at {position}")
+            return int(highwater), data[-1]
+        except KafkaError as exc:
+            if isinstance(exc, OffsetOutOfRangeError) or not exc.retriable:
+                raise
+            if time.monotonic() > deadline:
+                raise EndNotFound(f"fetching {tp} at {position} for {RETRY_S}s: {exc!r}") from exc
+            log.warning("fetching %s at %d: %r; retrying", tp, position, exc)
+            await asyncio.sleep(RETRY_BACKOFF_S)
+            with contextlib.suppress(KafkaError):
+                await client.force_metadata_update()
+
+
 async def _read_to_end(client: Any, tp: Any, listed: int) -> int:
-    node = client.cluster.leader_for_partition(TopicPartition(tp.topic, tp.partition))
-    if node is None or node < 0:
-        raise EndNotFound(f"no leader known for {tp}")
     end = listed
     position = listed - 1
     for _ in range(MAX_FETCHES):
-        request = FetchRequest(
-            FETCH_WAIT_MS, 0, FETCH_BYTES, 0, [(tp.topic, [(tp.partition, position, FETCH_BYTES)])]
-        )
-        response = await client.send(node, request)
-        ((_topic, ((_partition, error_code, highwater, *data),)),) = response.topics
-        error = for_code(error_code)
-        if error is OffsetOutOfRangeError:
+        try:
+            highwater, data = await _fetch(client, tp, position)
+        except OffsetOutOfRangeError:
             return end  # Kafka, the log start moved past us: ListOffsets holds
-        if error_code:
-            raise EndNotFound(f"fetching {tp} at {position}: {error.__name__}")
         last_end = None
-        records = MemoryRecords(data[-1]) if data[-1] else None
+        records = MemoryRecords(data) if data else None
         while records is not None and records.has_next():
             batch = records.next_batch()
             if batch is None:

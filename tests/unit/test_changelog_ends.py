@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import TopicAuthorizationFailedError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from app import changelog_ends
@@ -49,7 +50,8 @@ class Log:
 @dataclass
 class FakeBroker:
     logs: dict[int, Log]
-    error: int = 0
+    #: error codes answered to the next fetches, one each
+    errors: list[int] = field(default_factory=list)
     fetches: list[tuple[int, int]] = field(default_factory=list)
 
     # the consumer's part
@@ -68,6 +70,9 @@ class FakeBroker:
     def leader_for_partition(self, tp: TopicPartition) -> int:
         return 1
 
+    async def force_metadata_update(self) -> bool:
+        return True
+
     async def send(self, node: int, request: Any) -> Any:
         ((topic, ((partition, offset, max_bytes),)),) = request.topics
         self.fetches.append((partition, offset))
@@ -79,8 +84,10 @@ class FakeBroker:
             if base + count > offset and base < log.highwater
         )[:max_bytes]
 
+        error = self.errors.pop(0) if self.errors else 0
+
         class Response:
-            topics = [(topic, [(partition, self.error, log.highwater, 0, 0, [], -1, data)])]
+            topics = [(topic, [(partition, error, log.highwater, 0, 0, [], -1, data)])]
 
         return Response()
 
@@ -120,10 +127,21 @@ def test_empty_partitions_are_not_fetched() -> None:
     assert [p for p, _ in broker.fetches] == [1]
 
 
-def test_a_fetch_error_fails_rather_than_guesses() -> None:
-    broker = FakeBroker({0: Log([(0, 2)], highwater=2, listed=1)}, error=6)  # not leader
+def test_a_broker_restarting_is_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(changelog_ends, "RETRY_BACKOFF_S", 0.0)
+    broker = FakeBroker({0: Log([(0, 2), (2, 2)], highwater=4, listed=1)}, errors=[6, 6])
+    assert ends(broker) == {0: 4}  # NOT_LEADER twice (retriable), then the answer
+
+
+def test_errors_fail_rather_than_guess(monkeypatch: pytest.MonkeyPatch) -> None:
+    broker = FakeBroker({0: Log([(0, 2)], highwater=2, listed=1)}, errors=[29])
+    with pytest.raises(TopicAuthorizationFailedError):
+        ends(broker)  # not retriable
+    monkeypatch.setattr(changelog_ends, "RETRY_BACKOFF_S", 0.0)
+    monkeypatch.setattr(changelog_ends, "RETRY_S", 0.0)
+    broker = FakeBroker({0: Log([(0, 2)], highwater=2, listed=1)}, errors=[6] * 3)
     with pytest.raises(EndNotFound):
-        ends(broker)
+        ends(broker)  # retriable, but for too long
 
 
 def test_install_replaces_faust_highwaters_once() -> None:
