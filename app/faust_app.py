@@ -24,6 +24,7 @@ from app.changelog_ends import install as read_changelogs_to_their_end
 from app.consumer_tuning import set_fetch_max_wait
 from app.fatal import exit_for_replay
 from app.logging_setup import quiet_libraries
+from app.rejoin import leave_dead_member_on_start, member_file, remember_member
 from app.security import aiokafka_security, faust_credentials
 from app.settings import Settings, get_settings
 from app.topics import Topics, define_topics, raw_topic
@@ -74,6 +75,7 @@ def make_faust_app(settings: Settings) -> faust.App:
     read_changelogs_to_their_end()  # recovery's high watermarks: the last record (Tansu)
     worker_dir = settings.data_dir / "worker"
     worker_dir.mkdir(parents=True, exist_ok=True)
+    leave_dead_member_on_start(member_file(settings.data_dir))  # fast rejoin after kill -9
     return faust.App(
         settings.app_id,
         broker=settings.kafka_brokers,
@@ -96,6 +98,7 @@ def make_faust_app(settings: Settings) -> faust.App:
         producer_max_batch_size=512 * 1024,
         stream_wait_empty=False,
         web_enabled=True,
+        TableManager="app.table_manager:PromptTableManager",
         # issue 10: TLS / SASL-SCRAM to Kafka from RETAIL_KAFKA_* (None: plaintext)
         broker_credentials=faust_credentials(settings),
     )
@@ -194,6 +197,10 @@ def build(settings: Settings) -> Central:
     async def stop_bulk_producers(sender: Any, *args: Any, **kwargs: Any) -> None:
         for bulk in bulk_producers:
             await bulk.stop()
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def save_member_id(sender: Any, *args: Any, **kwargs: Any) -> None:
+        remember_member(app, member_file(settings.data_dir))
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def drop_cache(sender: Any, *args: Any, **kwargs: Any) -> None:
