@@ -233,6 +233,38 @@ def drain(agent: Agent, n: int) -> float:
         time.sleep(0.02)
 
 
+def run_batch20(seconds: int, rounds: int) -> dict[str, Any]:
+    """Only the ``batch20_per_s`` phase (``--only batch20``): the same agent setup
+    (forwarder on, sending to a real broker from the agent's core), ``rounds`` wrk
+    runs back to back; the figure is their median, each run is listed too."""
+    work = Path(tempfile.mkdtemp(prefix="outlet-bench-"))
+    broker = TansuBroker(work / "tansu")
+    broker.start()
+    try:
+        asyncio.run(create_topics(broker.bootstrap, {TOPIC: 8}))
+        agent = Agent(work / "forwarding", broker.bootstrap)
+        token = agent.token()
+        agent.start()
+        try:
+            wrk(agent.url, token, seconds=2, batch=20, prefix="warm", work=work)
+            runs: list[float] = []
+            for r in range(rounds):
+                runs.append(
+                    wrk(agent.url, token, seconds=seconds, batch=20, prefix=f"b{r}", work=work)
+                )
+                print(f"round {r}: batch20 {runs[-1]:.0f}/s", file=sys.stderr)
+        finally:
+            agent.stop()
+        return {
+            "batch20_per_s": round(statistics.median(runs)),
+            "batch20_runs": [round(x) for x in runs],
+            "cores": os.cpu_count(),
+        }
+    finally:
+        broker.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def run(seconds: int, drain_events: int, rounds: int) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="outlet-bench-"))
     broker = TansuBroker(work / "tansu")
@@ -346,10 +378,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="ceiling/durable rounds")
     parser.add_argument("--drain-events", type=int, default=100_000)
+    parser.add_argument(
+        "--only",
+        choices=["batch20"],
+        help="run one phase only (its --rounds runs back to back); prints its JSON, "
+        "leaves bench/results/outlet.json alone",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is missing: apt-get install wrk", file=sys.stderr)
         return 2
+    if args.only == "batch20":
+        print(orjson.dumps(run_batch20(args.seconds, args.rounds)).decode())
+        return 0
     result = run(args.seconds, args.drain_events, args.rounds)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
