@@ -258,3 +258,19 @@ async def test_logged_body_is_encode_event_of_the_event(agent: Agent) -> None:
         bodies = [bytes(r[0]) for r in db.execute("SELECT body FROM events ORDER BY seq")]
     for raw in bodies:
         assert encode_event(parse_event(orjson.loads(raw))) == raw
+
+
+async def test_event_ids_are_unique_time_ordered_uuids(agent: Agent) -> None:
+    import time
+    import uuid
+
+    before = int(time.time() * 1000)
+    first = (await agent.post({"events": [make_event() for _ in range(50)]})).json()["results"]
+    second = (await agent.post({"events": [make_event() for _ in range(50)]})).json()["results"]
+    after = int(time.time() * 1000)
+    ids = [uuid.UUID(x["event_id"]) for x in first + second]
+    assert len(set(ids)) == 100
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in ids)
+    stamps = [u.int >> 80 for u in ids]  # RFC 9562: the first 48 bits are Unix ms
+    assert before <= stamps[0] and stamps == sorted(stamps) and stamps[-1] <= after
+    assert len(set(stamps[:50])) == 1  # one group, one recorded_at
