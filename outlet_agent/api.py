@@ -30,6 +30,7 @@ from app.schema import MAX_ID_LEN, InvalidEvent, parse_terminal_event, utc_now
 from app.signing import load_signer
 from outlet_agent.config import OutletSettings
 from outlet_agent.errors import OutletError, OutletLogFull, OutletOverloaded
+from outlet_agent.fastpath import content_digest, fast_terminal_event
 from outlet_agent.forwarder import Forwarder, ProducerFactory, make_producer
 from outlet_agent.hardening import HardeningMiddleware, internal_error
 from outlet_agent.log import Accepted, EventLog, Outcome, Rejected, Submission, content_hash
@@ -53,6 +54,18 @@ class JSON(Response):
 
 class _TooLarge(Exception):
     pass
+
+
+def _result(outcome: Outcome) -> dict[str, Any]:
+    """One item of a batch answer: ``{"status": ..., **outcome.body()}``."""
+    if isinstance(outcome, Accepted):
+        return {
+            "status": outcome.status,
+            "event_id": outcome.event_id,
+            "outlet_seq": outcome.outlet_seq,
+            "recorded_at": outcome.recorded_at,
+        }
+    return {"status": outcome.status, **outcome.body()}
 
 
 def _error(status: int, detail: str, **extra: Any) -> JSON:
@@ -212,9 +225,7 @@ class OutletApp:
         self._count(results)
         statuses = {r.status for r in results}
         status = 201 if 201 in statuses else 200 if 200 in statuses else 422
-        return JSON(
-            {"results": [{"status": r.status, **r.body()} for r in results]}, status_code=status
-        )
+        return JSON({"results": [_result(r) for r in results]}, status_code=status)
 
     def _prepare(self, obj: Any, terminal: str) -> Submission | Rejected:
         """Validate one terminal event; 403 for another store, 422 with every reason."""
@@ -227,11 +238,16 @@ class OutletApp:
                     f"this outlet agent serves store {self.settings.store_id!r}, "
                     f"not {store[:64]!r}",
                 )
-            if obj.get("type") == "void" and not obj.get("lines"):
+            if obj.get("type") != "void":
+                fast = fast_terminal_event(obj, self.settings.max_lines)
+                if fast is not None:  # well-formed; else the full parser says why not
+                    event, iso = fast
+                    return Submission(event, terminal, content_digest(event, iso), False, iso)
+            elif not obj.get("lines"):
                 # the agent fills a void's lines from the sale it names (in the writer)
                 obj = {**obj, "lines": _VOID_PLACEHOLDER}
                 fill = True
-            elif obj.get("type") == "void":
+            else:
                 fill = True  # lines a terminal sent are replaced by the sale's
         try:
             event = parse_terminal_event(obj, max_lines=self.settings.max_lines)
