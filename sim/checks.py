@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import asyncpg
@@ -25,6 +26,9 @@ import asyncpg
 from app.settings import Settings
 from sim.truth import Truth
 from sink.reconcile import read_postgres, read_table
+
+if TYPE_CHECKING:
+    from sim.faults import Mark
 
 
 @dataclass
@@ -42,7 +46,86 @@ class Sample:
     on_hand: int
     applied_seq: int
     applied_above: frozenset[int]
-    at: float  # epoch seconds
+    at: float  # epoch seconds when the answer arrived
+    sent: float = 0.0  # epoch seconds when the request went out
+
+
+@dataclass
+class ReadError:
+    """A sampled read that got no ``200``: a legitimate answer (``503`` while a
+    store's progress is recovering, no answer while the worker restarts), kept
+    out of the accuracy but reported."""
+
+    store_id: str
+    sku: str
+    status: str  # the HTTP status, or the exception's name
+    at: float
+
+
+@dataclass
+class Miss:
+    """A ``200`` whose ``on_hand`` is not the truth at the seqs it says it reflects."""
+
+    sample: Sample
+    truth: int
+    #: seqs W (nearest first) whose plain watermark truth equals the answer: W >
+    #: applied_seq means the stock value is ahead of the progress it was served
+    #: with, W < applied_seq behind it; empty: no prefix of the store gives it
+    matches: list[int]
+    near: str  # the fault the read fell in, or the nearest one
+    kind: str
+
+    def describe(self, t0: float) -> str:
+        s = self.sample
+        above = f"+{sorted(s.applied_above)[:5]}" if s.applied_above else ""
+        return (
+            f"t={s.at - t0:.1f}s {s.store_id}/{s.sku} at seq {s.applied_seq}{above}: "
+            f"read {s.on_hand}, truth {self.truth}, {self.kind}"
+            f"{f' (= truth at seq {self.matches[0]})' if self.matches else ''}; {self.near}"
+        )
+
+
+def fault_near(at: float, marks: list[Mark], t0: float) -> str:
+    """Which fault window ``at`` fell in, else the fault that ended last before it."""
+    inside = [m for m in marks if m.start <= at <= m.end]
+    if inside:
+        return "during " + ", ".join(f"{m.kind} (+{at - m.start:.1f}s)" for m in inside)
+    before = [m for m in marks if m.end < at]
+    if before:
+        last = max(before, key=lambda m: m.end)
+        return f"{at - last.end:.1f}s after {last.kind} ended"
+    return "before any fault"
+
+
+def fault_phase(at: float, marks: list[Mark], settle_s: float = 10.0) -> str:
+    """A coarse label for grouping: ``during K``, ``after K`` (within ``settle_s``) or ``quiet``."""
+    inside = [m.kind for m in marks if m.start <= at <= m.end]
+    if inside:
+        return "during " + "+".join(sorted(inside))
+    after = [m for m in marks if m.end < at <= m.end + settle_s]
+    if after:
+        return "after " + max(after, key=lambda m: m.end).kind
+    return "quiet"
+
+
+def explain_miss(truth: Truth, s: Sample, expect: int, marks: list[Mark], t0: float) -> Miss:
+    """Name what the wrong answer matches (SPEC read views: ``on_hand`` with the
+    ``applied_seq`` it reflects) and when it came, relative to the faults."""
+    top = truth.max_seq(s.store_id)
+    matches = [
+        w for w in range(top + 1) if w != s.applied_seq and truth.stock(s.store_id, s.sku, w) ==
+        s.on_hand
+    ]  # fmt: skip
+    matches.sort(key=lambda w: abs(w - s.applied_seq))
+    if s.applied_seq > top:
+        kind = "applied_seq beyond every answered seq"
+    elif not matches:
+        kind = "no seq prefix gives it"
+    elif matches[0] > s.applied_seq:
+        kind = "stock ahead of applied_seq"
+    else:
+        kind = "stock behind applied_seq"
+    return Miss(s, expect, matches[:3], fault_near(s.at, marks, t0), kind)
 
 
 @dataclass
@@ -53,9 +136,13 @@ class Sampler:
     truth: Truth
     interval_s: float = 0.05
     samples: list[Sample] = field(default_factory=list)
-    errors: int = 0
+    read_errors: list[ReadError] = field(default_factory=list)
     sync_series: list[tuple[float, float | None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def errors(self) -> int:
+        return len(self.read_errors)
 
     async def run(self) -> None:
         rng = random.Random(7)
@@ -68,14 +155,17 @@ class Sampler:
                     continue
                 store, sku = keys[rng.randrange(len(keys))]
                 url = f"{self.central_url}/api/stores/{store}/stock/{sku}"
+                sent = time.time()
                 try:
                     async with session.get(url) as resp:
                         if resp.status != 200:
-                            self.errors += 1
+                            self.read_errors.append(
+                                ReadError(store, sku, str(resp.status), time.time())
+                            )
                             continue
                         data = await resp.json()
-                except (aiohttp.ClientError, TimeoutError, OSError):
-                    self.errors += 1
+                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                    self.read_errors.append(ReadError(store, sku, type(exc).__name__, time.time()))
                     continue
                 self.samples.append(
                     Sample(
@@ -85,26 +175,41 @@ class Sampler:
                         int(data["applied_seq"]),
                         frozenset(int(s) for s in data.get("applied_above", [])),
                         time.time(),
+                        sent,
                     )
                 )
 
     def stop(self) -> None:
         self._stop.set()
 
-    def accuracy(self, t0: float = 0.0) -> tuple[float, list[str]]:
-        """Share of samples equal to the truth at what the read says it had applied."""
-        if not self.samples:
-            return 1.0, []
-        wrong = []
+    def misses(self, t0: float = 0.0, marks: list[Mark] | None = None) -> list[Miss]:
+        """Every sample not equal to the truth at what the read says it had applied.
+
+        Called once the run is over, so the truth knows every answered event,
+        including those whose 201 arrived after the read.
+        """
+        out = []
         for s in self.samples:
             expect = self.truth.stock(s.store_id, s.sku, s.applied_seq, s.applied_above)
             if expect != s.on_hand:
-                wrong.append(
-                    f"t={s.at - t0:.1f}s {s.store_id}/{s.sku} at seq {s.applied_seq}"
-                    f"+{sorted(s.applied_above)[:5]}: "
-                    f"read {s.on_hand}, truth {expect}"
-                )
+                out.append(explain_miss(self.truth, s, expect, marks or [], t0))
+        return out
+
+    def accuracy(
+        self, t0: float = 0.0, marks: list[Mark] | None = None
+    ) -> tuple[float, list[Miss]]:
+        """Share of ``200`` samples equal to the truth at what the read says it had applied."""
+        if not self.samples:
+            return 1.0, []
+        wrong = self.misses(t0, marks)
         return 1 - len(wrong) / len(self.samples), wrong
+
+    def error_summary(self, marks: list[Mark]) -> dict[str, int]:
+        """Read errors by status and the fault window they fell in."""
+        out: Counter[str] = Counter(
+            f"{e.status} {fault_phase(e.at, marks)}" for e in self.read_errors
+        )
+        return dict(out.most_common())
 
 
 async def central_sync(central_url: str) -> dict[str, dict[str, Any]]:
@@ -191,6 +296,7 @@ async def final_checks(
     *,
     t0: float = 0.0,
     in_run_target: float = 0.999,
+    marks: list[Mark] | None = None,
 ) -> tuple[list[Check], dict[str, Any]]:
     """Every end check, and the figures behind them."""
     dsn = settings.database_url.get_secret_value()
@@ -260,11 +366,19 @@ async def final_checks(
                         "ok", len(d_ledger)))  # fmt: skip
 
     if sampler is not None:
-        acc, wrong = sampler.accuracy(t0)
+        marks = list(marks or [])
+        acc, wrong = sampler.accuracy(t0, marks)
         figures["accuracy_in_run"] = round(acc, 6)
         figures["in_run_samples"] = len(sampler.samples)
         figures["in_run_read_errors"] = sampler.errors
+        figures["in_run_read_errors_by"] = sampler.error_summary(marks)
+        figures["in_run_misses_by"] = dict(
+            Counter(f"{m.kind}, {fault_phase(m.sample.at, marks)}" for m in wrong).most_common()
+        )
+        figures["in_run_misses"] = [m.describe(t0) for m in wrong[:40]]
         checks.append(Check(f"in-run accuracy ≥ {in_run_target:.1%}", acc >= in_run_target,
-                            f"{len(sampler.samples)} reads, {len(wrong)} wrong: {wrong[:3]}",
+                            f"{len(sampler.samples)} reads answered 200, {len(wrong)} wrong, "
+                            f"{sampler.errors} read errors: "
+                            f"{[m.describe(t0) for m in wrong[:3]]}",
                             round(acc, 6)))  # fmt: skip
     return checks, figures

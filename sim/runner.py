@@ -6,11 +6,12 @@ import asyncio
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 
 from app.settings import Settings
 from sim.checks import Check, Sampler, central_sync, final_checks, wait_drained
@@ -205,8 +206,18 @@ async def _run(sc: Scenario, cluster: Cluster) -> Result:
             len(injector.crashes),
         ),
     ]
-    more, figures = await final_checks(truth, settings, central_urls()[0], sampler, t0=wall0)
+    more, figures = await final_checks(
+        truth, settings, central_urls()[0], sampler, t0=wall0, marks=injector.marks
+    )
     checks += more
+    # every miss in full, for looking into (the figures keep the first ones)
+    misses = [
+        {**asdict(m.sample), "applied_above": sorted(m.sample.applied_above),
+         "truth": m.truth, "matches": m.matches, "kind": m.kind, "near": m.near,
+         "t": round(m.sample.at - wall0, 2)}
+        for m in sampler.misses(wall0, injector.marks)
+    ]  # fmt: skip
+    (sc.data_dir / "in_run_misses.json").write_bytes(orjson.dumps(misses))
     steady_end = wall0 + (sc.steady_s or traffic_s)
     lag, series = await lag_figures(dsn, list(sc.agent_skew), wall0 + 5, steady_end)
     drains = [m.figures for m in injector.marks if m.kind == "link_cut" and m.figures]
