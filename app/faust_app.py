@@ -24,6 +24,7 @@ from app.changelog_ends import install as read_changelogs_to_their_end
 from app.consumer_tuning import set_fetch_max_wait
 from app.fatal import exit_for_replay
 from app.logging_setup import quiet_libraries
+from app.rebalance_fixes import install as keep_records_across_rebalances
 from app.rejoin import leave_dead_member_on_start, member_file, remember_member
 from app.security import aiokafka_security, faust_credentials
 from app.settings import Settings, get_settings
@@ -73,6 +74,7 @@ async def handle_batches(
 def make_faust_app(settings: Settings) -> faust.App:
     set_fetch_max_wait(settings.consumer_fetch_max_wait_ms)
     read_changelogs_to_their_end()  # recovery's high watermarks: the last record (Tansu)
+    keep_records_across_rebalances()  # Faust drops records around rebalances (issue 9)
     worker_dir = settings.data_dir / "worker"
     worker_dir.mkdir(parents=True, exist_ok=True)
     leave_dead_member_on_start(member_file(settings.data_dir))  # fast rejoin after kill -9
