@@ -13,6 +13,7 @@ from app.web.common import Api, ApiError, ApiView, bad_request, int_param, not_f
 from app.web.routing import partition_for, route
 from domain.apply import stock_key
 from domain.progress import ProgressState
+from domain.seqs import SeqSet
 from domain.stock import StockState
 
 MAX_ID = 200
@@ -62,6 +63,67 @@ def decode_cursor(cursor: str) -> str:
         raise bad_request("cursor is not one this API returned", "bad_cursor") from None
 
 
+def recovering(what: str) -> ApiError:
+    return ApiError(
+        503,
+        "recovering",
+        f"{what} is being recovered on this worker; retry shortly",
+        headers={"Retry-After": "1"},
+    )
+
+
+def reflected_seqs(state: StockState, seqs: SeqSet) -> tuple[int, list[int]]:
+    """The store's seqs a stock value reflects: ``(applied_seq, applied_above)``.
+
+    Normally the store's applied seqs (its progress record) cover everything the
+    value reflects. After a worker dies mid-flush, the broker may have the
+    key's changelog record but not the store's progress record: the recovered
+    value then reflects seqs the progress does not list. The value's own seqs
+    (``wm``: every seq up to it; ``applied``: those above) are added, so
+    ``on_hand`` is exactly the effect of the seqs answered (SPEC "The outlet's
+    own view": the outlet adds its events after them, never one twice).
+    """
+    watermark = max(seqs.watermark, state.wm)
+    above = {s for s in (*seqs.above, *state.applied) if s > watermark}
+    while watermark + 1 in above:
+        watermark += 1
+        above.discard(watermark)
+    return watermark, sorted(above)
+
+
+def item_answer(
+    store_id: str,
+    sku: str,
+    raw_state: dict[str, Any] | None,
+    raw_progress: dict[str, Any] | None,
+    now_ms: int,
+    *,
+    rebalancing: bool = False,
+) -> dict[str, Any]:
+    """``GET /api/stores/{store_id}/stock/{sku}`` from the key's and the store's records."""
+    if rebalancing:
+        # Faust is recovering this worker's tables from their changelogs: the
+        # stock and progress tables are restored apart, so a key may already
+        # be newer, or still older, than the store's progress.
+        raise recovering(f"the partition of store {store_id!r}")
+    if raw_state is not None and raw_progress is None:
+        # The key is here but not yet the store's progress: applied_seq 0
+        # would make an outlet add every local event on top of a stock that
+        # already has them.
+        raise recovering(f"store {store_id!r}")
+    state = StockState.from_json(raw_state)
+    progress = ProgressState.from_json(raw_progress)
+    applied_seq, applied_above = reflected_seqs(state, progress.seqs)
+    return {
+        "store_id": store_id,
+        "sku": sku,
+        **stock_figures(state, now_ms),
+        # what the outlet view adds its local events to (SPEC "The outlet's own view")
+        "applied_seq": applied_seq,
+        "applied_above": applied_above,
+    }
+
+
 class StockItem(ApiView):
     """``GET /api/stores/{store_id}/stock/{sku}``: what the outlet's local view reads."""
 
@@ -72,29 +134,15 @@ class StockItem(ApiView):
         if routed is not None:
             return routed
         tables = self.central.tables
-        raw_state = tables.stock.get(stock_key(store_id, sku))
-        raw_progress = tables.progress.get(store_id)
-        if raw_state is not None and raw_progress is None:
-            # The key is here but not yet the store's progress (a worker is
-            # recovering its tables): applied_seq 0 would make an outlet add
-            # every local event on top of a stock that already has them.
-            raise ApiError(
-                503,
-                "recovering",
-                f"store {store_id!r} is being recovered on this worker; retry shortly",
-                headers={"Retry-After": "1"},
-            )
-        state = StockState.from_json(raw_state)
-        progress = ProgressState.from_json(raw_progress)
         return self.json_ok(
-            {
-                "store_id": store_id,
-                "sku": sku,
-                **stock_figures(state, int(time.time() * 1000)),
-                # what the outlet view adds its local events to (SPEC "The outlet's own view")
-                "applied_seq": progress.seqs.watermark,
-                "applied_above": sorted(progress.seqs.above),
-            }
+            item_answer(
+                store_id,
+                sku,
+                tables.stock.get(stock_key(store_id, sku)),
+                tables.progress.get(store_id),
+                int(time.time() * 1000),
+                rebalancing=bool(self.central.app.rebalancing),
+            )
         )
 
 
@@ -115,6 +163,8 @@ class StoreStock(ApiView):
             return routed
         from app.web.rocks import scan_prefix
 
+        if self.central.app.rebalancing:  # see item_answer
+            raise recovering(f"the partition of store {store_id!r}")
         progress = known_progress(self, store_id)
         table = self.central.tables.stock
         partition = partition_for(store_id, self.central.settings.topic_partitions)
