@@ -47,6 +47,11 @@ RETRIABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.DeadlockDetectedError,
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.LockNotAvailableError,
+    # PostgreSQL shutting down mid-batch: the transaction's ROLLBACK starts while
+    # asyncpg still consumes the FATAL error ("cannot switch to state 15;
+    # another operation (2) is in progress"), hiding the admin-shutdown error.
+    # The connection is unusable; the batch is one transaction and idempotent.
+    asyncpg.exceptions.InternalClientError,
 )
 #: A statement that takes longer than this is treated as "Postgres is down".
 COMMAND_TIMEOUT_S = 30.0
