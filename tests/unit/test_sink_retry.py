@@ -59,7 +59,7 @@ def test_a_connection_broken_by_a_shutdown_mid_batch_is_replaced(
     async def connection() -> Conn:  # PostgresSink._connection without PostgreSQL
         if sink._conn is None:
             conns.append(Conn())
-            sink._conn = conns[-1]  # type: ignore[assignment]
+            sink._conn = conns[-1]
         return conns[-1]
 
     writes: list[tuple[Conn, list[SinkRecord]]] = []
