@@ -21,7 +21,7 @@ import orjson
 
 from agents.ingest import Source, validate_record
 from agents.reservations import Reservations
-from app import metrics
+from app import faults, metrics
 from app.lagstats import LagStats
 from app.schema import Event
 from app.settings import Settings
@@ -138,7 +138,11 @@ class Applier:
         self._send_outputs(outcome, store_event, dead, now)
         self.cache.trim()  # only now: every changed value has been serialized
         generation = self._generation
+        if faults.ARMED:  # TEST ONLY (app/faults.py)
+            faults.reach("before_changelog")
         await self.writer.flush()
+        if faults.ARMED:
+            faults.reach("before_commit")
         if generation != self._generation:
             # partitions were revoked while this flush was on its way: the
             # state it confirms is no longer ours to track

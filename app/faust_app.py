@@ -20,6 +20,7 @@ from agents.apply import Applier
 from agents.repartition import SkuTotals, fold_transfer_legs
 from agents.reservations import Reservations
 from agents.sink import PostgresSink
+from app import faults
 from app.changelog_ends import install as read_changelogs_to_their_end
 from app.consumer_tuning import set_fetch_max_wait
 from app.fatal import exit_for_replay
@@ -108,22 +109,29 @@ def make_faust_app(settings: Settings) -> faust.App:
 
 def build(settings: Settings) -> Central:
     quiet_libraries("warning" if settings.log_level.lower() != "debug" else "info")
+    faults.configure(settings.test_freeze_at, settings.data_dir)  # TEST ONLY; "" disarms
     app = make_faust_app(settings)
     topics = define_topics(app, settings)
     tables = define_tables(app, settings)
     cache = StateCache(tables)
     reservations = Reservations(topics.reservations)
 
-    def batch_writer() -> BatchWriter:
+    def batch_writer(*, freeze_points: bool = False) -> BatchWriter:
         """One writer (and one bulk producer) per agent: their flushes never mix."""
         bulk = None
         if settings.processing_guarantee == "at_least_once":
-            bulk = BulkProducer(settings.bootstrap_servers, **aiokafka_security(settings))
+            bulk = BulkProducer(
+                settings.bootstrap_servers,
+                freeze_points=freeze_points,
+                **aiokafka_security(settings),
+            )
             bulk_producers.append(bulk)
         return BatchWriter(vars(tables).values(), bulk)
 
     bulk_producers: list[BulkProducer] = []
-    applier = Applier(settings, topics, tables, cache, reservations, batch_writer())
+    applier = Applier(
+        settings, topics, tables, cache, reservations, batch_writer(freeze_points=True)
+    )
     sku_totals_folder = SkuTotals(tables.sku_totals, batch_writer())
     transfer_writer = batch_writer()
     sink = PostgresSink(settings)

@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     #: and a 2 GB block cache, would not fit 8 tables x 8 partitions in 1 GB)
     rocksdb_write_buffer_mb: int = Field(default=1, ge=1)
     rocksdb_block_cache_mb: int = Field(default=1, ge=1)
+    #: TEST ONLY (app/faults.py): ``<point>[@<n>]`` freezes the worker the n-th
+    #: time its apply flush reaches <point>, so a test can SIGKILL it exactly
+    #: there. Empty (the default) disables it; never set it in production.
+    test_freeze_at: str = Field(
+        default="",
+        pattern=r"^((before_changelog|changelog_partial|before_commit)(@[1-9][0-9]*)?)?$",
+    )
 
     # --- Postgres sink ------------------------------------------------------
     sink_enabled: bool = True

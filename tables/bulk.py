@@ -30,6 +30,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
+from app import faults
+
 _partitioner = DefaultPartitioner()
 
 
@@ -50,7 +52,7 @@ class UnknownPartition(RuntimeError):
 class BulkProducer:
     """Collects records for one batch; :meth:`flush` sends them and waits for acks."""
 
-    def __init__(self, bootstrap: str, **config: Any) -> None:
+    def __init__(self, bootstrap: str, *, freeze_points: bool = False, **config: Any) -> None:
         self._config: dict[str, Any] = {
             "bootstrap_servers": bootstrap,
             "acks": "all",
@@ -64,6 +66,8 @@ class BulkProducer:
         self._pending: Pending = defaultdict(list)
         self._partitions: dict[str, list[int]] = {}
         self._started = False
+        #: TEST ONLY: this producer carries the apply flush's freeze point (app/faults.py)
+        self.freeze_points = freeze_points
 
     @property
     def _producer(self) -> AIOKafkaProducer:
@@ -127,8 +131,19 @@ class BulkProducer:
             for key, value in records:
                 p = _partitioner(key, parts, parts) if key is not None else parts[0]
                 routed[(topic, p)].append((key, value))
+        groups = list(routed.items())
+        if faults.ARMED and self.freeze_points and faults.due("changelog_partial"):
+            # TEST ONLY: every other (topic, partition) acknowledged, the rest never sent
+            await self._send_and_wait(groups[::2])
+            faults.freeze("changelog_partial")
+        return await self._send_and_wait(groups)
+
+    async def _send_and_wait(
+        self, groups: list[tuple[tuple[str, int], list[tuple[bytes | None, bytes | None]]]]
+    ) -> dict[tuple[str, int], int]:
+        """Send each partition's records; return its last offset once all are acknowledged."""
         sends: list[tuple[tuple[str, int], int, asyncio.Future[Any]]] = []
-        for (topic, partition), all_records in routed.items():
+        for (topic, partition), all_records in groups:
             # everything but the last record, then the last one alone (see above)
             for records in (all_records[:-1], all_records[-1:]):
                 if records:
