@@ -272,5 +272,20 @@ def test_second_void_changes_nothing() -> None:
     assert [d.kind for d in out.dead_letters] == ["void_rejected"]
 
 
+def test_a_replay_writes_its_keys_again() -> None:
+    """A crash can keep a batch in RocksDB but lose its changelog and sink records:
+    the replayed sale must write its stock key and its sales bucket again."""
+    sale = Event(new_event_id(), "sale", "S1", "T1", 1, "c1", T0, T0, (Line("A", 2, 150),))
+    worker = Worker(Tables())
+    first = apply_events([sale], worker, now=0.0)
+    replay = apply_events([sale], worker, now=0.0)
+    assert replay.duplicates == 1 and replay.new_events == 0
+    assert replay.touched_stock == first.touched_stock == {stock_key("S1", "A")}
+    assert replay.touched_sales == first.touched_sales != set()
+    (bucket,) = replay.touched_sales
+    assert worker.sales(bucket)["units"] == 2  # counted once
+    assert worker.sales(bucket)["revenue_cents"] == 300
+
+
 def test_split_key_round_trip() -> None:
     assert split_key(stock_key("S1", "A|B")) == ("S1", "A|B")
