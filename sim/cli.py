@@ -126,7 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = summary(result)
     out["storage"] = "s3 (moto)" if sc.persistent else "memory"
     if args.command in ("chaos", "bench"):
-        name = "report" if args.command == "bench" else "chaos"
+        # a chaos run on memory storage (no broker kill) is kept beside the S3 one
+        name = {"bench": "report", "chaos": "chaos" if sc.persistent else "chaos-memory"}[
+            args.command
+        ]
         write_json(RESULTS / f"{name}.json", out)
         if args.command == "bench":
             write_markdown(RESULTS / "report.md", out, out["checks"], result.marks, "report.png")

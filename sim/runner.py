@@ -14,7 +14,7 @@ import asyncpg
 import orjson
 
 from app.settings import Settings
-from sim.checks import Check, Sampler, central_sync, final_checks, wait_drained
+from sim.checks import Check, Sampler, central_sync, fault_phase, final_checks, wait_drained
 from sim.cluster import Cluster
 from sim.faults import Fault, Injector, Mark
 from sim.workload import Store, Workload
@@ -127,6 +127,53 @@ async def lag_figures(
     return figs, series
 
 
+EVENTS_SQL = """
+SELECT DISTINCT ON (store_id, outlet_seq) store_id,
+       extract(epoch FROM recorded_at) AS recorded,
+       extract(epoch FROM applied_at - recorded_at) * 1000 AS lag_ms
+FROM ledger WHERE NOT (store_id = ANY($1::text[]))
+ORDER BY store_id, outlet_seq
+"""
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def lag_by_fault(dsn: str, exclude: list[str], marks: list[Mark]) -> dict[str, Any]:
+    """Where the lag (recorded_at -> applied centrally) comes from: each event by
+    the fault window it was recorded in (the stores of a link cut apart: their
+    events wait in the outlet until the link is back), with its share of the
+    events above the whole run's p99."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(EVENTS_SQL, exclude)
+    finally:
+        await conn.close()
+    if not rows:
+        return {}
+    lags = [float(r["lag_ms"]) for r in rows]
+    p99 = _percentile(lags, 0.99)
+    groups: dict[str, list[float]] = {}
+    for r in rows:
+        at, store = float(r["recorded"]), str(r["store_id"])
+        cut = [m for m in marks if m.kind == "link_cut" and m.start <= at <= m.end
+               and store in m.detail.split(",")]  # fmt: skip
+        label = "link_cut (the cut stores)" if cut else fault_phase(at, marks)
+        groups.setdefault(label, []).append(float(r["lag_ms"]))
+    return {
+        label: {
+            "events": len(v),
+            "p50_ms": round(_percentile(v, 0.5)),
+            "p99_ms": round(_percentile(v, 0.99)),
+            "max_ms": round(max(v)),
+            "over_p99": sum(1 for x in v if x > p99),
+        }
+        for label, v in sorted(groups.items(), key=lambda kv: -max(kv[1]))
+    }
+
+
 async def run(sc: Scenario) -> Result:
     shutil.rmtree(sc.data_dir, ignore_errors=True)
     cluster = Cluster(
@@ -220,6 +267,7 @@ async def _run(sc: Scenario, cluster: Cluster) -> Result:
     (sc.data_dir / "in_run_misses.json").write_bytes(orjson.dumps(misses))
     steady_end = wall0 + (sc.steady_s or traffic_s)
     lag, series = await lag_figures(dsn, list(sc.agent_skew), wall0 + 5, steady_end)
+    lag["lag_by_fault"] = await lag_by_fault(dsn, list(sc.agent_skew), injector.marks)
     drains = [m.figures for m in injector.marks if m.kind == "link_cut" and m.figures]
     st = workload.stats
     figures.update(
