@@ -195,14 +195,16 @@ def _apply_one(event: Event, state: StateAccess, now: float, out: BatchOutcome) 
 
     if event.type == "sale" and event.ref:
         # SPEC "Reservations": a sale naming an order ends its reservation.
+        rkey = stock_key(store, event.ref)
+        index = state.reservation(rkey)
         for sku in effects:
             key = stock_key(store, sku)
             if state.stock(key).release(event.ref):
                 state.stock(key).ver += 1
                 out.touched_stock.add(key)
-                rkey = stock_key(store, event.ref)
-                state.reservation(rkey).clear()
-                out.touched_reservations.add(rkey)
+                _end_reservation(index, sku)
+        if index:  # written again on a replay too (see _apply_command)
+            out.touched_reservations.add(rkey)
 
     if event.type == "sale":
         minute = event.occurred_at.replace(second=0, microsecond=0).isoformat()
@@ -253,21 +255,34 @@ def _apply_one(event: Event, state: StateAccess, now: float, out: BatchOutcome) 
         )
 
 
+def _end_reservation(index: dict[str, Any], sku: str) -> None:
+    """Keep an ended reservation's sku: a replay of what ended it must find its stock key."""
+    index.clear()
+    index.update(sku=sku, ended=True)
+
+
 def _apply_command(cmd: ReservationCommand, state: StateAccess, out: BatchOutcome) -> None:
     """Decide a reservation against the store's stock as it is now (SPEC "Reservations")."""
     rkey = stock_key(cmd.store_id, cmd.order_id)
     index = state.reservation(rkey)
+    live = bool(index) and not index.get("ended")
     reply: dict[str, Any] = {"store_id": cmd.store_id, "order_id": cmd.order_id}
+    # A command replayed after a crash finds its own effect in RocksDB, but the
+    # crash may have kept it from the changelog and the sink (SPEC "How
+    # idempotence is kept"): every key it decides on is written again, with
+    # ``ver`` moved only by a real change.
     if cmd.op == "reserve":
         assert cmd.sku is not None
-        sku = index.get("sku", cmd.sku)
+        sku = str(index["sku"]) if live else cmd.sku
         key = stock_key(cmd.store_id, sku)
         stock = state.stock(key)
         granted, available = stock.reserve(cmd.order_id, cmd.qty, cmd.at_ms, cmd.ttl_ms)
-        if granted and not index:
-            index.update(sku=sku, qty=cmd.qty, expires_at_ms=cmd.at_ms + cmd.ttl_ms)
+        if granted:
+            if not live:
+                index.clear()
+                index.update(sku=sku, qty=cmd.qty, expires_at_ms=cmd.at_ms + cmd.ttl_ms)
+                stock.ver += 1
             out.touched_reservations.add(rkey)
-            stock.ver += 1
             out.touched_stock.add(key)
         reply.update(
             granted=granted,
@@ -278,14 +293,16 @@ def _apply_command(cmd: ReservationCommand, state: StateAccess, out: BatchOutcom
         )
     else:
         released = False
-        if index and (cmd.op == "release" or int(index.get("expires_at_ms", 0)) <= cmd.at_ms):
+        ending = live and (cmd.op == "release" or int(index.get("expires_at_ms", 0)) <= cmd.at_ms)
+        if ending or index.get("ended"):
             key = stock_key(cmd.store_id, str(index["sku"]))
             stock = state.stock(key)
             released = stock.release(cmd.order_id)
             if released:
                 stock.ver += 1
-                out.touched_stock.add(key)
-            index.clear()
+            out.touched_stock.add(key)
             out.touched_reservations.add(rkey)
+            if ending:
+                _end_reservation(index, str(index["sku"]))
         reply["released"] = released
     out.replies[cmd.request_id] = reply

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from app.schema import Event, Line, new_event_id
 from domain.apply import apply_events, split_key, stock_key
 from domain.progress import ProgressState
+from domain.reservations import ReservationCommand
 from domain.stock import StockState
 
 SKUS = ["A", "B", "C"]
@@ -285,6 +286,40 @@ def test_a_replay_writes_its_keys_again() -> None:
     (bucket,) = replay.touched_sales
     assert worker.sales(bucket)["units"] == 2  # counted once
     assert worker.sales(bucket)["revenue_cents"] == 300
+
+
+def test_a_replayed_reservation_command_writes_its_keys_again() -> None:
+    """The same for reservations: a reserve, a sale ending it and a release, each
+    replayed on the state it left in RocksDB, write their stock key and their
+    reservation entry again (the changelog may never have had them)."""
+    receipt = Event(new_event_id(), "receipt", "S1", "T1", 1, "c1", T0, T0, (Line("A", 5),))
+    worker = Worker(Tables())
+    apply_events([receipt], worker, now=0.0)
+    key, rkey = stock_key("S1", "A"), stock_key("S1", "O1")
+
+    def reserve(order: str) -> ReservationCommand:
+        return ReservationCommand("reserve", "r1", "S1", order, 1_000, "A", 2, 60_000)
+
+    for command in (reserve("O1"), reserve("O1")):  # the second is the replay
+        out = apply_events([command], worker, now=0.0)
+        assert out.touched_stock == {key} and out.touched_reservations == {rkey}
+        assert out.replies["r1"]["granted"] is True
+    assert worker.stock(key).ver == 2  # the receipt and the reservation: not the replay
+
+    sale = Event(new_event_id(), "sale", "S1", "T1", 2, "c2", T0, T0, (Line("A", 2),), ref="O1")
+    for _ in range(2):
+        out = apply_events([sale], worker, now=0.0)
+        assert out.touched_stock == {key} and out.touched_reservations == {rkey}
+    assert worker.stock(key).reservations == {} and worker.stock(key).on_hand == 3
+
+    release = ReservationCommand("release", "r2", "S1", "O2", 2_000)
+    apply_events([reserve("O2")], worker, now=0.0)
+    for released in (True, False):  # the replay finds it released already
+        out = apply_events([release], worker, now=0.0)
+        assert out.touched_stock == {key}
+        assert out.touched_reservations == {stock_key("S1", "O2")}
+        assert out.replies["r2"]["released"] is released
+    assert worker.stock(key).available(3_000) == 3
 
 
 def test_split_key_round_trip() -> None:
