@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sqlite3
 import sys
@@ -171,8 +172,28 @@ def _run(settings: OutletSettings, args: argparse.Namespace) -> int:
         server_header=False,
     )
     server = uvicorn.Server(config)
+    _tune_gc()
     server.run()
     return 0 if server.started else 1
+
+
+#: Net new container objects before a young-generation collection (CPython: 700).
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def _tune_gc() -> None:
+    """Fewer cyclic-GC passes on the request path (issue 4); nothing is kept longer.
+
+    A group commit keeps every request's objects alive until its COMMIT (thousands
+    of dicts, lines, outcomes), so with CPython's 700 a young collection ran about
+    every 300 events and walked them all: ~4 us/event of the batch path, about
+    7% of it. Reference counting still frees everything acyclic at once; only
+    cyclic garbage (rare here) waits for the larger threshold. What start-up
+    made (modules, the app) is frozen out of the older generations' walks.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 # --------------------------------------------------------------------------- status
