@@ -30,10 +30,10 @@ from app.schema import MAX_ID_LEN, InvalidEvent, parse_terminal_event, utc_now
 from app.signing import load_signer
 from outlet_agent.config import OutletSettings
 from outlet_agent.errors import OutletError, OutletLogFull, OutletOverloaded
-from outlet_agent.fastpath import content_digest, fast_terminal_event
+from outlet_agent.fastpath import fast_submission
 from outlet_agent.forwarder import Forwarder, ProducerFactory, make_producer
 from outlet_agent.hardening import HardeningMiddleware, internal_error
-from outlet_agent.log import Accepted, EventLog, Outcome, Rejected, Submission, content_hash
+from outlet_agent.log import Accepted, EventLog, Outcome, Rejected, Submission
 from outlet_agent.metrics import OutletMetrics
 from outlet_agent.openapi import openapi_document
 from outlet_agent.tokens import TokenCache
@@ -59,11 +59,12 @@ class _TooLarge(Exception):
 def _result(outcome: Outcome) -> dict[str, Any]:
     """One item of a batch answer: ``{"status": ..., **outcome.body()}``."""
     if isinstance(outcome, Accepted):
+        status, event_id, outlet_seq, recorded_at = outcome
         return {
-            "status": outcome.status,
-            "event_id": outcome.event_id,
-            "outlet_seq": outcome.outlet_seq,
-            "recorded_at": outcome.recorded_at,
+            "status": status,
+            "event_id": event_id,
+            "outlet_seq": outlet_seq,
+            "recorded_at": recorded_at,
         }
     return {"status": outcome.status, **outcome.body()}
 
@@ -239,10 +240,9 @@ class OutletApp:
                     f"not {store[:64]!r}",
                 )
             if obj.get("type") != "void":
-                fast = fast_terminal_event(obj, self.settings.max_lines)
+                fast = fast_submission(obj, terminal, self.settings.max_lines)
                 if fast is not None:  # well-formed; else the full parser says why not
-                    event, iso = fast
-                    return Submission(event, terminal, content_digest(event, iso), False, iso)
+                    return fast
             elif not obj.get("lines"):
                 # the agent fills a void's lines from the sale it names (in the writer)
                 obj = {**obj, "lines": _VOID_PLACEHOLDER}
@@ -253,7 +253,7 @@ class OutletApp:
             event = parse_terminal_event(obj, max_lines=self.settings.max_lines)
         except InvalidEvent as exc:
             return Rejected(422, "invalid event", tuple(exc.reasons))
-        return Submission(event, terminal, content_hash(event), fill_from_ref=fill)
+        return Submission.of(event, terminal, fill_from_ref=fill)
 
     async def _submit(self, items: list[Submission]) -> list[Outcome] | Response:
         if self.settings.outlet_no_log:

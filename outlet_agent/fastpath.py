@@ -1,16 +1,19 @@
 """The batch hot path's validation: a fast yes for well-formed terminal events.
 
-:func:`fast_terminal_event` accepts exactly the events
-:func:`app.schema.parse_terminal_event` accepts, or gives up (``None``): it never
-says why. The API then runs the full parser, which answers 422 with every
-reason, so what is rejected, and how, does not change (``tests/outlet/
-test_outlet_fastpath.py`` checks both against each other with hypothesis).
-It is the same rules written flat: no reason collecting, no helper calls per
-field, exact ``str``/``int``/``list``/``dict`` types only (what ``orjson.loads``
-makes; anything else goes the slow way).
+:func:`fast_submission` accepts exactly the events
+:func:`app.schema.parse_terminal_event` accepts, and makes the same
+:class:`~outlet_agent.log.Submission` as ``Submission.of(parse_terminal_event(obj),
+...)``; or it gives up (``None``) without saying why. The API then runs the full
+parser, which answers 422 with every reason, so what is rejected, and how, does
+not change (``tests/outlet/test_outlet_fastpath.py`` checks both against each
+other with hypothesis). It is the same rules written flat: no reason
+collecting, no helper calls per field, no :class:`~app.schema.TerminalEvent`
+(a frozen dataclass costs as much to make as the checks), exact
+``str``/``int``/``list``/``dict`` types only (what ``orjson.loads`` makes;
+anything else goes the slow way).
 
-:func:`content_digest` is ``sha256(TerminalEvent.content_key())`` built with
-the keys already in sorted order, reusing the ``occurred_at`` text.
+The content hash is ``sha256(TerminalEvent.content_key())``: the same bytes,
+built with the keys already in sorted order and the ``occurred_at`` text made once.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import Any, Final, TypeGuard
 
 import orjson
 
-from app.schema import DELTA_TYPES, MAX_ID_LEN, TRANSFER_TYPES, Line, TerminalEvent
+from app.schema import DELTA_TYPES, MAX_ID_LEN, TRANSFER_TYPES, Line
+from outlet_agent.log import Submission
 
 #: per type: (least qty allowed, whether 0 is refused even above the least,
 #: ref required, reason required); ``void`` is left to the full parser
@@ -44,9 +48,9 @@ def _id_ok(value: object) -> TypeGuard[str]:
     )
 
 
-def fast_terminal_event(obj: dict[str, Any], max_lines: int) -> tuple[TerminalEvent, str] | None:
-    """The event ``parse_terminal_event(obj)`` returns, and its ``occurred_at`` as
-    ``_iso`` writes it; ``None`` when the full parser has to look (maybe invalid)."""
+def fast_submission(obj: dict[str, Any], terminal_id: str, max_lines: int) -> Submission | None:
+    """``Submission.of(parse_terminal_event(obj), terminal_id)`` for a well-formed event;
+    ``None`` when the full parser has to look (the event may be invalid, or a void)."""
     event_type = obj.get("type")
     if type(event_type) is not str:
         return None
@@ -102,40 +106,35 @@ def fast_terminal_event(obj: dict[str, Any], max_lines: int) -> tuple[TerminalEv
     elif type(reason) is not str or len(reason) > _REASON_MAX or not reason.strip():
         return None
     store_id = obj.get("store_id")
-    terminal_id = obj.get("terminal_id")
+    other_terminal = obj.get("terminal_id")
     if (store_id is not None and type(store_id) is not str) or (
-        terminal_id is not None and type(terminal_id) is not str
+        other_terminal is not None and type(other_terminal) is not str
     ):
         return None
-    event = TerminalEvent(
+    # ``ts.isoformat().replace("+00:00", "Z")`` (``_iso``), in a third of the time
+    iso = orjson.dumps(ts, option=orjson.OPT_UTC_Z)[1:-1].decode()
+    key = orjson.dumps(  # TerminalEvent.content_key(): sorted keys, no sorting needed
+        {
+            "lines": [
+                {"qty": ln.qty, "sku": ln.sku}
+                if ln.unit_price_cents is None
+                else {"qty": ln.qty, "sku": ln.sku, "unit_price_cents": ln.unit_price_cents}
+                for ln in lines
+            ],
+            "occurred_at": iso,
+            "reason": reason,
+            "ref": ref,
+            "type": event_type,
+        }
+    )
+    return Submission(
         event_type,
         client_txn_id,
         ts,
+        iso,
         tuple(lines),
         ref,
         reason,
-        store_id,
         terminal_id,
+        hashlib.sha256(key).digest(),
     )
-    # ``ts.isoformat().replace("+00:00", "Z")`` (``_iso``), in a third of the time
-    return event, orjson.dumps(ts, option=orjson.OPT_UTC_Z)[1:-1].decode()
-
-
-def content_digest(event: TerminalEvent, occurred_iso: str) -> bytes:
-    """``sha256(event.content_key())``: the same bytes, keys written in sorted order."""
-    return hashlib.sha256(
-        orjson.dumps(
-            {
-                "lines": [
-                    {"qty": ln.qty, "sku": ln.sku}
-                    if ln.unit_price_cents is None
-                    else {"qty": ln.qty, "sku": ln.sku, "unit_price_cents": ln.unit_price_cents}
-                    for ln in event.lines
-                ],
-                "occurred_at": occurred_iso,
-                "reason": event.reason,
-                "ref": event.ref,
-                "type": event.type,
-            }
-        )
-    ).digest()

@@ -1,9 +1,10 @@
 """The batch hot path's validation accepts exactly what the full parser accepts.
 
-``outlet_agent.fastpath.fast_terminal_event`` either returns the very event
-``app.schema.parse_terminal_event`` returns (and the same ``occurred_at`` text
-and content hash), or gives up and lets the full parser answer. So an event the
-old path rejected is still rejected, with the same reasons.
+``outlet_agent.fastpath.fast_submission`` either returns what the full path
+makes of the event (``Submission.of(parse_terminal_event(obj), ...)``: the same
+fields, ``occurred_at`` text and content hash), or gives up and lets the full
+parser answer. So an event the old path rejected is still rejected, with the
+same reasons.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import orjson
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from app.schema import EVENT_TYPES, InvalidEvent, _iso, parse_terminal_event
-from outlet_agent.fastpath import content_digest, fast_terminal_event
-from outlet_agent.log import content_hash
+from app.schema import EVENT_TYPES, InvalidEvent, parse_terminal_event
+from outlet_agent.fastpath import fast_submission
+from outlet_agent.log import Submission
 
 MAX_LINES = 3
 
@@ -149,18 +150,16 @@ def _old(obj: dict[str, Any]) -> Any:
 def test_fast_path_accepts_exactly_what_the_parser_accepts(obj: dict[str, Any]) -> None:
     old = _old(obj)
     try:
-        fast = fast_terminal_event(obj, MAX_LINES)
+        fast = fast_submission(obj, "T1", MAX_LINES)
     except OverflowError as exc:
         assert type(old) is type(exc), (obj, old, exc)  # the same error escapes either way
         return
     if fast is None:
         return  # the API asks the full parser, whose answer stands
     assert not isinstance(old, Exception), (obj, old)
-    event, iso = fast
-    assert event == old
-    assert repr(event) == repr(old)  # the same types too (True == 1, but not here)
-    assert iso == _iso(old.occurred_at)
-    assert content_digest(event, iso) == content_hash(old)
+    full = Submission.of(old, "T1")
+    assert fast == full
+    assert repr(fast) == repr(full)  # the same types too (True == 1, but not here)
 
 
 @settings(max_examples=500, deadline=None)
@@ -186,15 +185,15 @@ def test_fast_path_takes_every_well_formed_event(
     if type_ == "adjustment":
         obj["reason"] = "damage"
     obj = orjson.loads(orjson.dumps(obj))  # what the API hands it
-    fast = fast_terminal_event(obj, MAX_LINES)
+    fast = fast_submission(obj, "T1", MAX_LINES)
     assert fast is not None
-    assert fast[0] == parse_terminal_event(obj, max_lines=MAX_LINES)
+    assert fast == Submission.of(parse_terminal_event(obj, max_lines=MAX_LINES), "T1")
 
 
 def test_invalid_events_still_get_every_reason() -> None:
     obj = {"type": "sale", "client_txn_id": " ", "occurred_at": "2025-01-02T10:00:00",
            "lines": [{"sku": "A", "qty": 0}]}  # fmt: skip
-    assert fast_terminal_event(obj, MAX_LINES) is None
+    assert fast_submission(obj, "T1", MAX_LINES) is None
     try:
         parse_terminal_event(obj, max_lines=MAX_LINES)
     except InvalidEvent as exc:
