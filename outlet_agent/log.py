@@ -42,12 +42,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Protocol, TypeVar
+from typing import Any, Final, Literal, NamedTuple, Protocol, TypeVar
 
 import aiosqlite
 import orjson
 
-from app.schema import SCHEMA, Line, TerminalEvent, utc_now
+from app.schema import EVENT_TYPES, SCHEMA, Line, TerminalEvent, utc_now
 from app.signing import Signer
 from outlet_agent.effects import fold, line_effect
 from outlet_agent.errors import OutletLogFull, OutletLogUnavailable, OutletOverloaded
@@ -560,10 +560,9 @@ class EventLog:
 # --------------------------------------------------------------------------- helpers
 
 
-@dataclass(slots=True)
-class _Prior:
-    content_hash: bytes
-    answer: Accepted
+#: a client_txn_id already in the log (or earlier in the group): its content hash
+#: and its first answer
+_Prior = tuple[bytes, Accepted]
 
 
 @dataclass(slots=True)
@@ -580,19 +579,23 @@ def _fail(group: list[_Request], exc: BaseException) -> None:
 
 
 def _repeat(prior: _Prior, digest: bytes) -> Outcome:
-    if prior.content_hash == digest:
-        a = prior.answer
+    content_hash, a = prior
+    if content_hash == digest:
         return Accepted(200, a.event_id, a.outlet_seq, a.recorded_at)
     return Rejected(
         409,
         "client_txn_id was already used for an event with other content; "
         "send a new client_txn_id for a new event",
-        extra={"event_id": prior.answer.event_id, "outlet_seq": prior.answer.outlet_seq},
+        extra={"event_id": a.event_id, "outlet_seq": a.outlet_seq},
     )
 
 
 def _invalid(reason: str) -> Rejected:
     return Rejected(422, "invalid event", (reason,))
+
+
+#: per event type, the kind of its lines' effects and the sign of their qty
+_EFFECT: Final = {t: line_effect(t, 1) for t in EVENT_TYPES}
 
 
 def _pack_lines(lines: Iterable[Line]) -> bytes:
@@ -664,29 +667,31 @@ def _write_group(
         seq += 1
         event_id = next(ids)
         answer = Accepted(201, event_id, seq, recorded_at)
-        known[ev.client_txn_id] = _Prior(ev.content_hash, answer)
+        known[ev.client_txn_id] = (ev.content_hash, answer)
         outcomes.append(answer)
         body = _encode(
             ev, event_id, store_id, ev.terminal_id, seq, recorded_at, lines, signer,
             ev.occurred_iso,
         )  # fmt: skip
+        # blobs as bytearray: sqlite3 binds those directly, where each bytes value
+        # first goes through its adapter lookup (two failed attribute lookups)
         event_rows.append(
             (
                 seq,
                 event_id,
                 ev.client_txn_id,
-                ev.content_hash,
+                bytearray(ev.content_hash),
                 recorded_at,
                 recorded_ts,
                 ev.type,
-                body,
+                bytearray(body),
             )
         )
-        kind, sign = line_effect(ev.type, 1)  # every line of an event has the same kind
+        kind, sign = _EFFECT[ev.type]  # every line of an event has the same kind
         for n, line in enumerate(lines):
             line_rows.append((line.sku, seq, n, kind, sign * line.qty))
         if ev.type == "sale":
-            sale_rows.append((seq, event_id, ev.client_txn_id, _pack_lines(lines)))
+            sale_rows.append((seq, event_id, ev.client_txn_id, bytearray(_pack_lines(lines))))
             if refs:  # a void later in this group may name it
                 sales[event_id] = sales[ev.client_txn_id] = _Sale(seq, lines, None)
         elif ev.fill_from_ref:
@@ -778,7 +783,7 @@ def _existing_txns(db: sqlite3.Connection, txn_ids: list[str]) -> dict[str, _Pri
             tuple(chunk),
         ).fetchall()
         for txn, digest, event_id, seq, recorded_at in rows:
-            out[txn] = _Prior(bytes(digest), Accepted(201, event_id, int(seq), recorded_at))
+            out[txn] = (bytes(digest), Accepted(201, event_id, int(seq), recorded_at))
     return out
 
 
