@@ -181,7 +181,11 @@ class _Reasons:
         if ts.tzinfo is None:
             self.add(f"{name}: needs a timezone (for example 'Z' or '+02:00')")
             return None
-        return ts.astimezone(UTC)
+        try:
+            return ts.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:30:00+01:00: before year 1 in UTC
+            self.add(f"{name}: out of range: {value[:40]!r}")
+            return None
 
     def lines(self, obj: Mapping[str, Any], event_type: str | None, max_lines: int) -> list[Line]:
         raw = obj.get("lines")

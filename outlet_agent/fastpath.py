@@ -70,7 +70,10 @@ def fast_submission(obj: dict[str, Any], terminal_id: str, max_lines: int) -> Su
         return None
     if ts.tzinfo is None:
         return None
-    ts = ts.astimezone(UTC)
+    try:
+        ts = ts.astimezone(UTC)
+    except OverflowError:  # before year 1 in UTC: the full parser names it
+        return None
     raw_lines = obj.get("lines")
     if type(raw_lines) is not list or not raw_lines or len(raw_lines) > max_lines:
         return None

@@ -88,6 +88,11 @@ async def test_invalid_lists_every_reason(agent: Agent) -> None:
         r = await agent.client.post("/v1/events", content=junk, headers=agent.auth)
         assert r.status_code == 422, junk
         assert r.json()["reasons"]
+    # before year 1 once in UTC: a reason, not a 500
+    early = {"type": "sale", "client_txn_id": "early", "occurred_at": "0001-01-01T00:30:00+01:00",
+             "lines": [{"sku": "A", "qty": 1}]}  # fmt: skip
+    r = await agent.post(early)
+    assert r.status_code == 422 and any("occurred_at" in x for x in r.json()["reasons"])
 
 
 async def test_batch_answers_each_item(agent: Agent) -> None:

@@ -175,3 +175,9 @@ def test_count_may_be_zero_and_adjustment_negative() -> None:
     )
     assert count.lines[0].qty == 0
     assert adj.lines[0].qty == -3
+
+
+def test_a_timestamp_before_year_one_in_utc_is_a_reason_not_a_crash() -> None:
+    with pytest.raises(InvalidEvent) as info:
+        parse_event(make_event(occurred_at="0001-01-01T00:30:00+01:00"))
+    assert any("occurred_at: out of range" in r for r in info.value.reasons)
