@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 #: events applied between two yields to the event loop
 CHUNK_EVENTS = 2000
 #: events applied, written and acknowledged together
-GROUP_EVENTS = 10_000
+GROUP_EVENTS = 5_000
 
 
 @dataclass
