@@ -27,6 +27,7 @@ from app.changelog_ends import exact_end_offsets
 from devstack import DevStack
 from devstack.broker import TansuBroker
 from devstack.stack import create_topics
+from tests.central.test_crash import wrong_stock
 from tests.conftest import produce
 from tests.helpers import WorkerProcess, isolated_app_env, wait_for
 from tests.model import random_history, reference_stock
@@ -139,17 +140,6 @@ def _applied(url: str, store: str) -> int:
     return int(response.json()["applied_seq"]) if response.status_code == 200 else -1
 
 
-def _wrong_stock(url: str, want: dict[tuple[str, str], int]) -> dict[Any, tuple[int, int]]:
-    wrong = {}
-    with httpx.Client(timeout=5) as client:
-        for store in STORES:
-            for sku in SKUS:
-                got = client.get(f"{url}/api/stores/{store}/stock/{sku}").json()["on_hand"]
-                if got != want.get((store, sku), 0):
-                    wrong[(store, sku)] = (got, want.get((store, sku), 0))
-    return wrong
-
-
 class Supervised:
     """A worker restarted whenever it exits on its own (as ``sim`` and a deployment do)."""
 
@@ -207,7 +197,7 @@ def test_worker_across_broker_kill_restart_on_s3(s3_stack: DevStack, tmp_path: P
         w1.worker.start()
         asyncio.run(produce(bootstrap, topic, chunk(thirds[1], thirds[2])))
         wait_for(lambda: w1.applied_all(PER_STORE), timeout=180, what="everything applied")
-        assert not _wrong_stock(w1.worker.url, want)
+        assert not wrong_stock(w1.worker.url, want, STORES, SKUS)
         w1.worker.stop()
 
         # a worker with no local state rebuilds every table from the changelogs
@@ -218,7 +208,7 @@ def test_worker_across_broker_kill_restart_on_s3(s3_stack: DevStack, tmp_path: P
             timeout=180,
             what="fresh worker recovered every store's progress",
         )
-        wrong = _wrong_stock(w2.url, want)
+        wrong = wrong_stock(w2.url, want, STORES, SKUS)
         assert not wrong, f"fresh worker's stock differs (got, want): {wrong}"
         assert w2.proc is not None and w2.proc.poll() is None, w2.log_tail()
     finally:

@@ -31,14 +31,25 @@ def all_applied(url: str, per_store: int) -> bool:
     return all(applied(url, s) == per_store for s in STORES)
 
 
-def check_stock(url: str, want: dict[tuple[str, str], int]) -> None:
+def wrong_stock(
+    url: str,
+    want: dict[tuple[str, str], int],
+    stores: list[str] = STORES,
+    skus: list[str] = SKUS,
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """(store, sku) -> (got, want) where the worker's stock view differs from ``want``."""
     wrong = {}
     with httpx.Client(timeout=5) as client:
-        for store in STORES:
-            for sku in SKUS:
+        for store in stores:
+            for sku in skus:
                 got = client.get(f"{url}/api/stores/{store}/stock/{sku}").json()["on_hand"]
                 if got != want.get((store, sku), 0):
                     wrong[(store, sku)] = (got, want.get((store, sku), 0))
+    return wrong
+
+
+def check_stock(url: str, want: dict[tuple[str, str], int]) -> None:
+    wrong = wrong_stock(url, want)
     assert not wrong, f"stock differs from the reference (got, want): {wrong}"
 
 
