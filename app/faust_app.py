@@ -26,7 +26,7 @@ from app.consumer_tuning import set_fetch_max_wait
 from app.fatal import exit_for_replay
 from app.logging_setup import quiet_libraries
 from app.rebalance_fixes import install as keep_records_across_rebalances
-from app.rejoin import leave_dead_member_on_start, member_file, remember_member
+from app.rejoin import dead_member, member_file, remember_member
 from app.security import aiokafka_security, faust_credentials
 from app.settings import Settings, get_settings
 from app.topics import Topics, define_topics, raw_topic
@@ -73,12 +73,14 @@ async def handle_batches(
 
 
 def make_faust_app(settings: Settings) -> faust.App:
-    set_fetch_max_wait(settings.consumer_fetch_max_wait_ms)
+    # fast rejoin after kill -9: the dead member leaves first (app/rejoin.py)
+    set_fetch_max_wait(
+        settings.consumer_fetch_max_wait_ms, dead_member(member_file(settings.data_dir))
+    )
     read_changelogs_to_their_end()  # recovery's high watermarks: the last record (Tansu)
     keep_records_across_rebalances()  # Faust drops records around rebalances (issue 9)
     worker_dir = settings.data_dir / "worker"
     worker_dir.mkdir(parents=True, exist_ok=True)
-    leave_dead_member_on_start(member_file(settings.data_dir))  # fast rejoin after kill -9
     return faust.App(
         settings.app_id,
         broker=settings.kafka_brokers,

@@ -24,44 +24,31 @@ from typing import Any
 
 from aiokafka.client import CoordinationType
 from aiokafka.protocol.group import LeaveGroupRequest
-from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 log = logging.getLogger(__name__)
-
-_dead_member: str | None = None
 
 
 def member_file(data_dir: Path) -> Path:
     return data_dir / "worker" / "consumer-member-id"
 
 
-def leave_dead_member_on_start(path: Path) -> None:
-    """The next worker consumer to start first removes the member id saved in ``path``."""
-    global _dead_member
+def dead_member(path: Path) -> str | None:
+    """The member id this worker saved before it last stopped (None: first start)."""
     try:
-        _dead_member = path.read_text().strip() or None
+        return path.read_text().strip() or None
     except FileNotFoundError:
-        _dead_member = None
-    create_before = AIOKafkaConsumerThread._create_worker_consumer
-    if getattr(create_before, "leaves_dead_member", False):
-        return
+        return None
 
-    def create_worker_consumer(self: Any, transport: Any) -> Any:
-        consumer = create_before(self, transport)
-        start = consumer.start
 
-        async def start_then_leave() -> None:
-            global _dead_member
-            await start()
-            if _dead_member is not None:
-                member_id, _dead_member = _dead_member, None
-                await leave_group(consumer, member_id)
+def leave_first_on_start(consumer: Any, member_id: str) -> None:
+    """Once ``consumer`` has started, and before it joins, ``member_id`` leaves its group."""
+    start = consumer.start
 
-        consumer.start = start_then_leave
-        return consumer
+    async def start_then_leave() -> None:
+        await start()
+        await leave_group(consumer, member_id)
 
-    create_worker_consumer.leaves_dead_member = True  # type: ignore[attr-defined]
-    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
+    consumer.start = start_then_leave
 
 
 async def leave_group(consumer: Any, member_id: str) -> None:
