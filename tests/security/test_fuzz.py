@@ -139,7 +139,7 @@ def test_decoder_and_verification_never_raise(raw: bytes) -> None:
 
 @pytest.mark.skipif(
     importlib.util.find_spec("atheris") is None,
-    reason="atheris is not installed (pip install atheris; a wheel exists for CPython 3.11 x86-64)",
+    reason="atheris is not installed (make setup installs it on Linux x86-64)",
 )
 def test_atheris_short_bounded_run() -> None:
     """Coverage-guided fuzzing of the decoder, verification and terminal parsing (~10 s)."""
