@@ -83,12 +83,10 @@ def reflected_seqs(state: StockState, seqs: SeqSet) -> tuple[int, list[int]]:
     ``on_hand`` is exactly the effect of the seqs answered (SPEC "The outlet's
     own view": the outlet adds its events after them, never one twice).
     """
-    watermark = max(seqs.watermark, state.wm)
-    above = {s for s in (*seqs.above, *state.applied) if s > watermark}
-    while watermark + 1 in above:
-        watermark += 1
-        above.discard(watermark)
-    return watermark, sorted(above)
+    merged = SeqSet(watermark=max(seqs.watermark, state.wm))
+    for seq in (*seqs.above, *state.applied):
+        merged.add(seq)
+    return merged.watermark, sorted(merged.above)
 
 
 def item_answer(
