@@ -15,7 +15,8 @@ Why each table is safe under ``at_least_once`` (SPEC design note):
   the stock value (same record as the quantity it holds back).
 - ``alerts``: a function of the stock value; rewritten whenever it changes.
 - ``transfers`` and ``sku_totals``: fed by repartition topics; each leg or
-  store entry is replaced whole, guarded by its seq, so a replay is a no-op.
+  (sku, store) entry is replaced whole, guarded by its seq or version, so a
+  replay is a no-op.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def define_tables(app: faust.App, settings: Settings) -> Tables:
         sales=table("sales", "(store, minute) -> units, revenue, events"),
         dead_letters=table("dead_letters", "source record -> reasons"),
         transfers=table("transfers", "transfer_id -> legs sent and received"),
-        sku_totals=table("sku_totals", "sku -> on_hand per store"),
+        sku_totals=table("sku_totals", "(sku, store) -> on_hand, reserved, applied_seq"),
         reservations=table("reservations", "(store, order_id) -> sku, qty, expiry"),
         alerts=table("alerts", "(store, sku) -> negative or low stock"),
     )

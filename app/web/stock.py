@@ -11,7 +11,7 @@ from faust.web import Request, Response
 
 from app.web.common import Api, ApiError, ApiView, bad_request, int_param, not_found
 from app.web.routing import partition_for, route
-from domain.apply import stock_key
+from domain.apply import KEY_SEP, stock_key
 from domain.progress import ProgressState
 from domain.seqs import SeqSet
 from domain.stock import StockState
@@ -191,8 +191,11 @@ class StoreStock(ApiView):
 class SkuStock(ApiView):
     """``GET /api/skus/{sku}/stock``: one SKU at every store (the ``sku_totals`` table).
 
-    ``sku_totals`` is keyed by SKU (fed by a repartition of stock snapshots), so
-    the request goes to the worker owning the SKU's partition of that table.
+    ``sku_totals`` has one key per (sku, store), ``sku KEY_SEP store_id``, all
+    in the SKU's partition (fed by a repartition of stock snapshots by SKU): the
+    request goes to the worker owning that partition, which reads the SKU's
+    keys with one prefix scan of the partition's RocksDB (``app.web.rocks``).
+    The prefix ends with ``KEY_SEP``, so SKU ``A`` never picks up SKU ``AB``.
     """
 
     async def get(self, request: Request, sku: str) -> Response:
@@ -201,9 +204,13 @@ class SkuStock(ApiView):
         routed = await route(self.central, self, request, sku, table=table)
         if routed is not None:
             return routed
-        data = table.get(sku) if table is not None else None
-        if not data or not data.get("stores"):
-            raise not_found("sku", f"no store has reported stock of SKU {sku!r}")
+        from app.web.rocks import scan_prefix
+
+        prefix = f"{sku}{KEY_SEP}"
+        partition = partition_for(sku, self.central.settings.topic_partitions)
+        found = scan_prefix(table, partition, prefix) if table is not None else iter(())
+        # sorted here: the scan's order is that of the keys' JSON bytes, not of the store ids
+        by_store = sorted((key[len(prefix) :], entry) for key, entry in found)
         stores = [
             {
                 "store_id": store_id,
@@ -212,8 +219,10 @@ class SkuStock(ApiView):
                 "reserved": int(entry.get("reserved", 0)),
                 "applied_seq": int(entry.get("applied_seq", 0)),
             }
-            for store_id, entry in sorted(data["stores"].items())
+            for store_id, entry in by_store
         ]
+        if not stores:
+            raise not_found("sku", f"no store has reported stock of SKU {sku!r}")
         return self.json_ok(
             {
                 "sku": sku,
