@@ -43,10 +43,11 @@ class ProgressState:
         return False
 
     def remember(self, seq: int, fingerprint: str) -> None:
-        self.fingerprints[seq] = fingerprint
-        if len(self.fingerprints) > FINGERPRINTS_KEPT:
-            for old in sorted(self.fingerprints)[: len(self.fingerprints) - FINGERPRINTS_KEPT]:
-                del self.fingerprints[old]
+        """Keep the fingerprints of the newest ``FINGERPRINTS_KEPT`` seqs."""
+        fingerprints = self.fingerprints
+        fingerprints[seq] = fingerprint
+        if len(fingerprints) > FINGERPRINTS_KEPT:
+            del fingerprints[min(fingerprints)]  # one at a time: the dict never outgrows it
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -55,7 +56,9 @@ class ProgressState:
             "duplicates": self.duplicates,
             "conflicts": self.conflicts,
             "events": self.events,
-            "fp": [[s, f] for s, f in self.fingerprints.items()],
+            # a dict, not pairs: serialized in C (ints become string keys), no
+            # list per entry; written for every store in every batch
+            "fp": self.fingerprints,
             "voided": self.voided,
             "void_rejected": self.void_rejected,
             "last_recorded_at": self.last_recorded_at,
@@ -74,9 +77,17 @@ class ProgressState:
             duplicates=int(data.get("duplicates", 0)),
             conflicts=int(data.get("conflicts", 0)),
             events=int(data.get("events", 0)),
-            fingerprints={int(s): str(f) for s, f in data.get("fp", ())},
+            fingerprints=_fingerprints(data.get("fp")),
             voided={str(k): int(v) for k, v in data.get("voided", {}).items()},
             void_rejected=int(data.get("void_rejected", 0)),
             last_recorded_at=float(data.get("last_recorded_at", 0.0)),
             last_applied_at=float(data.get("last_applied_at", 0.0)),
         )
+
+
+def _fingerprints(stored: Any) -> dict[int, str]:
+    """``{"seq": fp}`` as written now, or ``[[seq, fp], ...]`` as written before."""
+    if not stored:
+        return {}
+    pairs = stored.items() if isinstance(stored, dict) else stored
+    return {int(s): str(f) for s, f in pairs}
