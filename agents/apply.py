@@ -27,7 +27,7 @@ from app.schema import Event
 from app.settings import Settings
 from app.topics import Topics
 from domain.apply import BatchOutcome, DeadLetter, apply_events, finish_batch, split_key
-from domain.reservations import InvalidCommand, ReservationCommand, alert_for
+from domain.reservations import CLEARED, InvalidCommand, ReservationCommand, alert_for, alert_note
 from tables.bulk import partition_for
 from tables.state import StateCache, Tables
 from tables.writer import BatchWriter
@@ -215,7 +215,12 @@ class Applier:
     def _write_alerts(self, outcome: BatchOutcome, store_event: dict[str, Any]) -> None:
         """SPEC rule 5: negative (and low) stock raises an alert; recovery clears it.
 
-        The stock value remembers its alert, so no alert needs reading back.
+        An alert record is written when it changes (raised, changed kind,
+        cleared), not each time its key moves: the view reads the current
+        on_hand from the stock table. The stock value remembers the last alert
+        written for it (``"cleared:<kind>"`` once cleared), in the same record
+        as the seqs it reflects, so a replay that finds its seqs already
+        applied writes that alert again, in case the crash lost it.
         """
         threshold = self.settings.low_stock_threshold
         by_store: dict[str, dict[str, Any]] = defaultdict(dict)
@@ -223,19 +228,20 @@ class Applier:
         for key in outcome.touched_stock:
             state = self.cache.stock(key)
             kind = alert_for(state.on_hand, threshold)
-            if kind is None and state.alert is None:
+            before, after = state.alert, alert_note(state.alert, kind)
+            if after is None or (after == before and key not in outcome.replayed_stock):
                 continue
             store_id, sku = split_key(key)
             by_store[store_id][key] = {
                 "store_id": store_id,
                 "sku": sku,
-                "kind": kind or state.alert,
+                "kind": kind or after.removeprefix(CLEARED),
                 "on_hand": state.on_hand,
                 "threshold": threshold,
                 "active": kind is not None,
                 "at": now,
             }
-            state.alert = kind
+            state.alert = after
         for store_id, items in by_store.items():
             self.writer.set(self.tables.alerts, store_event[store_id], items)
 

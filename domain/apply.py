@@ -73,6 +73,9 @@ class DeadLetter:
 @dataclass(slots=True)
 class BatchOutcome:
     touched_stock: set[str] = field(default_factory=set)
+    #: stock keys a replayed event found already applied: what was derived from
+    #: them (their alert record) may have been lost in a crash, so it is written again
+    replayed_stock: set[str] = field(default_factory=set)
     touched_progress: set[str] = field(default_factory=set)
     touched_sales: set[str] = field(default_factory=set)
     touched_reservations: set[str] = field(default_factory=set)
@@ -191,6 +194,8 @@ def _apply_one(event: Event, state: StateAccess, now: float, out: BatchOutcome) 
             out.effects[effect] += 1
             if effect != "duplicate":
                 stock.ver += 1
+            else:
+                out.replayed_stock.add(key)
             out.touched_stock.add(key)
 
     if event.type == "sale" and event.ref:
@@ -232,25 +237,28 @@ def _apply_one(event: Event, state: StateAccess, now: float, out: BatchOutcome) 
             }
         )
 
-    applied_at = now
+    # what every line's ledger row shares, made once per event
+    sign = -1 if event.type in ("sale", "transfer_out") else 1
+    row = {
+        "store_id": store,
+        "outlet_seq": seq,
+        "event_id": event.event_id,
+        "type": event.type,
+        "effect": "ignored" if ignored else ("count" if event.type == "count" else "delta"),
+        "occurred_at": event.occurred_at.isoformat(),
+        "recorded_at": event.recorded_at.isoformat(),
+        "applied_at": now,
+        "reason": event.reason,
+        "ref": event.ref,
+    }
     for line_no, line in enumerate(event.lines):
-        sign = -1 if event.type in ("sale", "transfer_out") else 1
         out.ledger.append(
             {
-                "store_id": store,
-                "outlet_seq": seq,
+                **row,
                 "line_no": line_no,
-                "event_id": event.event_id,
-                "type": event.type,
                 "sku": line.sku,
                 "qty": sign * line.qty,
-                "effect": "ignored" if ignored else ("count" if event.type == "count" else "delta"),
                 "unit_price_cents": line.unit_price_cents,
-                "occurred_at": event.occurred_at.isoformat(),
-                "recorded_at": event.recorded_at.isoformat(),
-                "applied_at": applied_at,
-                "reason": event.reason,
-                "ref": event.ref,
             }
         )
 

@@ -65,6 +65,10 @@ class ReservationCommand:
         return cmd
 
 
+#: the stock value's note of an alert that was cleared, before the kind it was
+CLEARED = "cleared:"
+
+
 def alert_for(on_hand: int, threshold: int) -> str | None:
     """SPEC rule 5: negative stock is an alert (the count is wrong somewhere)."""
     if on_hand < 0:
@@ -72,3 +76,16 @@ def alert_for(on_hand: int, threshold: int) -> str | None:
     if threshold > 0 and on_hand <= threshold:
         return "low"
     return None
+
+
+def alert_note(before: str | None, kind: str | None) -> str | None:
+    """What a stock value notes of its alert once ``kind`` is the current one.
+
+    ``before`` is the note so far: None (never alerted), a kind, or
+    ``"cleared:<kind>"``. The alert record is written when the note changes.
+    """
+    if kind is not None:
+        return kind
+    if before is None or before.startswith(CLEARED):
+        return before
+    return CLEARED + before

@@ -28,7 +28,8 @@ class StockState:
     ver: int = 0
     #: order_id -> [qty, expires_at_ms] (SPEC "Reservations")
     reservations: dict[str, list[int]] = field(default_factory=dict)
-    #: the alert raised for this key ("negative", "low") or None (SPEC rule 5)
+    #: the last alert record written for this key (SPEC rule 5): "negative",
+    #: "low", "cleared:<kind>" once it cleared, None if it never had one
     alert: str | None = None
 
     # ------------------------------------------------------------- events

@@ -10,6 +10,8 @@ from app.web import openapi as oa
 from app.web.common import Api, ApiView, bool_param, choice_param, int_param, require
 from app.web.gather import gather, is_local_request, local_envelope
 from app.web.rocks import local_items
+from app.web.routing import partition_for
+from tables.codec import read
 
 if TYPE_CHECKING:
     from app.faust_app import Central
@@ -22,7 +24,7 @@ def local_alerts(
 ) -> list[dict[str, Any]]:
     table = require(central, "tables", "alerts", "the lead's alerts table")
     out = []
-    for _key, alert in local_items(table):
+    for key, alert in local_items(table):
         if not isinstance(alert, dict):
             continue
         if not include_inactive and not alert.get("active"):
@@ -31,8 +33,22 @@ def local_alerts(
             continue
         if store_id is not None and alert.get("store_id") != store_id:
             continue
-        out.append(alert)
+        out.append(with_current_on_hand(central, key, alert))
     return out
+
+
+def with_current_on_hand(central: Central, key: str, alert: dict[str, Any]) -> dict[str, Any]:
+    """The alert with its key's on_hand as it is now.
+
+    An alert record is written when the alert changes, not each time its
+    stock moves (agents/apply.py), so the record's own on_hand is the one
+    that raised or cleared it.
+    """
+    partition = partition_for(str(alert.get("store_id")), central.settings.topic_partitions)
+    stock = read(central.tables.stock, key, partition)
+    if isinstance(stock, dict) and "on_hand" in stock:
+        return {**alert, "on_hand": int(stock["on_hand"])}
+    return alert
 
 
 def sort_alerts(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
