@@ -28,7 +28,6 @@ from app.settings import Settings
 from app.topics import Topics
 from domain.apply import BatchOutcome, DeadLetter, apply_events, finish_batch, split_key
 from domain.reservations import CLEARED, InvalidCommand, ReservationCommand, alert_for, alert_note
-from tables.bulk import partition_for
 from tables.state import StateCache, Tables
 from tables.writer import BatchWriter
 
@@ -279,8 +278,6 @@ class Applier:
         for row in outcome.ledger:
             ledger_by_store[row["store_id"]].append(row)
         stock_by_store: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        by_sku_partition: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        partitions = self.settings.topic_partitions
         for key in outcome.touched_stock:
             store_id, sku = split_key(key)
             state = self.cache.stock(key)
@@ -294,17 +291,6 @@ class Applier:
                 "updated_at": now,
             }
             stock_by_store[store_id].append(snapshot)
-            by_sku_partition[partition_for(sku, partitions)].append(snapshot)
-        # The SKU view's snapshots travel packed, one record per partition of
-        # the repartition topic per batch (a record per key would cost Faust's
-        # per-record overhead several times per event).
-        for partition, snapshots in by_sku_partition.items():
-            self.writer.send_to(
-                self.topics.sku_stock,
-                partition,
-                snapshots[0]["sku"].encode(),
-                orjson.dumps(snapshots),
-            )
         for store_id in outcome.touched_progress:
             progress = self.cache.progress(store_id)
             sales = [

@@ -1,79 +1,20 @@
-"""Views that span stores, fed by repartition topics.
+"""Transfers span two stores: their legs meet in a table keyed by transfer_id.
 
-A transfer has two legs in two stores (two partitions), and "a SKU across
-stores" gathers every store: the apply agent re-keys what they need (by
-transfer_id, by sku) and these agents fold it into tables. Each entry is
-replaced whole and guarded by its version, so a replay changes nothing.
+A transfer's two legs are events of two stores (two partitions), so the
+apply agent re-keys each leg by transfer_id (a repartition topic) and this
+agent folds both into one entry, replaced whole, so a replay is a no-op.
 
-``sku_totals`` has one key per (sku, store), ``f"{sku}{KEY_SEP}{store_id}"``:
-a stock snapshot rewrites ~100 bytes, not the SKU's whole row of stores
-(which grew with the number of stores). Every key of a SKU lives in the SKU's
-partition (the repartition topic is partitioned by SKU), so the SKU view reads
-them with one prefix scan of that partition (``app.web.stock.SkuStock``).
+(One SKU across stores needs no such topic: the view asks every worker for
+its stores' stock keys, ``app.web.stock.SkuStock``.)
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 import orjson
 
-from domain.apply import KEY_SEP
-from tables.codec import read
-from tables.state import LRU
 from tables.writer import BatchWriter
-
-
-class SkuTotals:
-    """Folds per-store snapshots into ``sku_totals``, keeping hot entries in memory."""
-
-    def __init__(self, table: Any, writer: BatchWriter, cache_limit: int = 50_000) -> None:
-        # one entry per (sku, store), ~0.4 KB in memory: 50,000 take ~20 MB,
-        # less than the 5,000 whole-SKU values this held at 20 stores
-        self.table = table
-        self.writer = writer
-        self.cache = LRU(cache_limit)
-
-    def reset(self) -> None:
-        """Partitions were revoked: another worker may now write some of these keys."""
-        self.cache.clear()
-
-    def _entry(self, key: str, partition: int) -> dict[str, Any] | None:
-        entry: dict[str, Any] | None = self.cache.get(key)
-        if entry is None:
-            entry = read(self.table, key, partition)
-            if entry is None:
-                return None  # a new key: cached once the batch has written it
-        self.cache.put(key, entry)
-        return entry
-
-    async def fold(self, batch: list[Any]) -> None:
-        """sku_totals[sku KEY_SEP store] = that store's newest snapshot of the SKU (by ``ver``)."""
-        dirty: dict[int, dict[str, Any]] = defaultdict(dict)
-        records: dict[int, Any] = {}
-        for record in batch:
-            value = orjson.loads(record.value)
-            partition = record.message.partition
-            records[partition] = record
-            # packed: a list of snapshots whose skus all hash to this partition
-            for snap in value if isinstance(value, list) else [value]:
-                key = f"{snap['sku']}{KEY_SEP}{snap['store_id']}"
-                old = self._entry(key, partition)
-                # ver counts a key's changes: the same after a crash and a replay
-                if old is None or old["ver"] <= snap["ver"]:
-                    entry = {
-                        "on_hand": snap["on_hand"],
-                        "reserved": snap.get("reserved", 0),
-                        "applied_seq": snap["applied_seq"],
-                        "ver": snap["ver"],
-                    }
-                    self.cache.put(key, entry)
-                    dirty[partition][key] = entry
-        for partition, items in dirty.items():
-            self.writer.set(self.table, records[partition], items)
-        self.cache.trim()  # after the writes: a changed entry is never evicted unwritten
-        await self.writer.flush()
 
 
 def _discrepancy(sent: dict[str, int], received: dict[str, int]) -> dict[str, int]:

@@ -17,7 +17,7 @@ from typing import Any
 import faust
 
 from agents.apply import Applier
-from agents.repartition import SkuTotals, fold_transfer_legs
+from agents.repartition import fold_transfer_legs
 from agents.reservations import Reservations
 from agents.sink import PostgresSink
 from app import faults
@@ -134,7 +134,6 @@ def build(settings: Settings) -> Central:
     applier = Applier(
         settings, topics, tables, cache, reservations, batch_writer(freeze_points=True)
     )
-    sku_totals_folder = SkuTotals(tables.sku_totals, batch_writer())
     transfer_writer = batch_writer()
     sink = PostgresSink(settings)
     central = Central(app, settings, topics, tables, cache, applier, sink, reservations)
@@ -186,10 +185,6 @@ def build(settings: Settings) -> Central:
                 "writing a batch to PostgreSQL",
             )
 
-    @app.agent(topics.sku_stock, name="sku-totals")
-    async def sku_totals(stream: Any) -> None:
-        await handle_batches(stream, 2000, 0.1, sku_totals_folder.fold, "folding SKU snapshots")
-
     @app.agent(topics.transfers, name="transfers")
     async def transfers(stream: Any) -> None:
         async def fold(batch: list[Any]) -> None:
@@ -219,7 +214,6 @@ def build(settings: Settings) -> Central:
         # another worker may now own some of our keys: finish the group in
         # hand (no late writes to a revoked partition), then reread the tables
         await applier.reset_when_idle()
-        sku_totals_folder.reset()
 
     @app.task  # type: ignore[untyped-decorator]
     async def prepare_producer() -> None:
@@ -228,8 +222,7 @@ def build(settings: Settings) -> Central:
         app.producer.buffer.max_messages = 100_000
         # Output topics are only written to: declare them so the producer
         # knows their partitions before the first batch needs them.
-        for topic in (topics.dead_letters, topics.applied, topics.transfers, topics.sku_stock,
-                      topics.reservations):  # fmt: skip
+        for topic in (topics.dead_letters, topics.applied, topics.transfers, topics.reservations):
             await topic.maybe_declare()
 
     from app.web.views import register_views

@@ -22,8 +22,6 @@ class Topics:
     applied: Any
     #: transfer legs, key = transfer_id (repartition: a transfer spans two stores)
     transfers: Any
-    #: stock snapshots, key = sku (repartition for the SKU-across-stores view)
-    sku_stock: Any
 
 
 def raw_topic(app: faust.App, settings: Settings, *names: str, internal: bool) -> Any:
@@ -56,5 +54,4 @@ def define_topics(app: faust.App, settings: Settings) -> Topics:
         dead_letters=raw_topic(app, settings, settings.dead_letters_topic, internal=False),
         applied=own("applied"),
         transfers=own("transfers"),
-        sku_stock=own("sku-stock"),
     )

@@ -13,10 +13,10 @@ Why each table is safe under ``at_least_once`` (SPEC design note):
   writes the same key again.
 - ``reservations``: an index order -> sku; the reservation itself lives in
   the stock value (same record as the quantity it holds back).
-- ``alerts``: a function of the stock value; rewritten whenever it changes.
-- ``transfers`` and ``sku_totals``: fed by repartition topics; each leg or
-  (sku, store) entry is replaced whole, guarded by its seq or version, so a
-  replay is a no-op.
+- ``alerts``: written when a key's alert changes; the stock value notes the
+  last one written, so a replay that finds its seqs applied writes it again.
+- ``transfers``: fed by a repartition topic; each leg is replaced whole,
+  so a replay is a no-op.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ class Tables:
     sales: Any
     dead_letters: Any
     transfers: Any
-    sku_totals: Any
     reservations: Any
     alerts: Any
 
@@ -68,7 +67,6 @@ def define_tables(app: faust.App, settings: Settings) -> Tables:
         sales=table("sales", "(store, minute) -> units, revenue, events"),
         dead_letters=table("dead_letters", "source record -> reasons"),
         transfers=table("transfers", "transfer_id -> legs sent and received"),
-        sku_totals=table("sku_totals", "(sku, store) -> on_hand, reserved, applied_seq"),
         reservations=table("reservations", "(store, order_id) -> sku, qty, expiry"),
         alerts=table("alerts", "(store, sku) -> negative or low stock"),
     )

@@ -172,13 +172,12 @@ SCHEMAS: dict[str, Any] = {
     ),
     "SkuStock": _obj(
         {
+            **GATHER,
             "sku": _STR,
             "total_on_hand": _INT,
             "stores": {
                 "type": "array",
-                "items": _obj(
-                    {"store_id": _STR, "on_hand": _INT, "reserved": _INT, "applied_seq": _INT}
-                ),
+                "items": _obj({"store_id": _STR, **STOCK_FIGURES}),
             },
         }
     ),
