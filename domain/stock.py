@@ -71,6 +71,8 @@ class StockState:
     # ------------------------------------------------------- reservations
 
     def reserved(self, now_ms: int) -> int:
+        if not self.reservations:  # nearly every key: skip building the generator
+            return 0
         return sum(qty for qty, expires in self.reservations.values() if expires > now_ms)
 
     def available(self, now_ms: int) -> int:
