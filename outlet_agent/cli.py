@@ -144,6 +144,7 @@ def _run(settings: OutletSettings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from outlet_agent.api import create_app
+    from outlet_agent.server import QuietServer
 
     overrides: dict[str, object] = {}
     if args.no_log:
@@ -171,7 +172,7 @@ def _run(settings: OutletSettings, args: argparse.Namespace) -> int:
         timeout_keep_alive=settings.outlet_keepalive_s,
         server_header=False,
     )
-    server = uvicorn.Server(config)
+    server = QuietServer(config)
     _tune_gc()
     server.run()
     return 0 if server.started else 1
