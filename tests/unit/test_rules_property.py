@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from app.schema import Event, Line, new_event_id
 from domain.apply import apply_events, split_key, stock_key
-from domain.progress import ProgressState
+from domain.progress import FINGERPRINTS_KEPT, ProgressState
 from domain.reservations import ReservationCommand
 from domain.stock import StockState
 
@@ -257,6 +257,25 @@ def test_conflict_goes_to_dead_letters() -> None:
     assert [d.kind for d in out.dead_letters] == ["conflict"]
     assert "other content" in out.dead_letters[0].reasons[0]
     assert worker.stock(stock_key("S1", "A")).on_hand == -1
+
+
+def test_an_old_seq_reused_changes_nothing_even_past_the_fingerprint_window() -> None:
+    """An outlet that lost its log sends seq 1 again with other lines: below
+    durable_wm it is dropped (counted), never applied to the keys it names."""
+    e1 = Event(new_event_id(), "sale", "S1", "T1", 1, "c1", T0, T0, (Line("A", 1),))
+    later = [
+        Event(new_event_id(), "sale", "S1", "T1", seq, f"c{seq}", T0, T0, (Line("A", 1),))
+        for seq in range(2, FINGERPRINTS_KEPT + 10)
+    ]
+    reused = Event(new_event_id(), "sale", "S1", "T1", 1, "x1", T0, T0, (Line("B", 7),))
+    worker = Worker(Tables())
+    worker.batch([e1, *later], None)
+    worker.batch([], None)  # the next flush confirms the first: durable_wm moves
+    assert worker.progress("S1").durable_wm == FINGERPRINTS_KEPT + 9
+    assert 1 not in worker.progress("S1").fingerprints
+    out = apply_events([reused], worker, now=0.0)
+    assert out.duplicates == 1 and not out.touched_stock
+    assert worker.stock(stock_key("S1", "B")).on_hand == 0
 
 
 def test_second_void_changes_nothing() -> None:
