@@ -8,6 +8,7 @@ process groups; :meth:`Cluster.close` stops every one of them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -164,6 +165,18 @@ class Worker:
             self.proc = None
 
 
+def lower_autogroup(pid: int, nice: int) -> None:
+    """Give the process's scheduling autogroup the niceness ``nice``.
+
+    Every process spawned here starts its own session, and where the kernel
+    groups sessions for scheduling (``sched_autogroup_enabled``, the default on
+    desktop and many server kernels) a process's own nice value only ranks it
+    inside its session: between sessions only the group's nice counts.
+    """
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+
+
 @dataclass
 class Outlet:
     """``python -m outlet_agent run`` for one store (or :mod:`sim.skewed` with a clock skew)."""
@@ -217,6 +230,8 @@ class Outlet:
         if self.nice:
             argv = ["nice", "-n", str(self.nice), *argv]
         self.proc = spawn(argv, log_path=self.data_dir / "agent.log", env=self._env(), cwd=ROOT)
+        if self.nice:
+            lower_autogroup(self.proc.pid, self.nice)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         def ready() -> bool:
