@@ -241,6 +241,24 @@ class Outlet:
 
         wait_until(ready, timeout=timeout, what=f"outlet {self.store_id}", interval=0.1)
 
+    def wait_ready_or_rebind(self, attempts: int = 3) -> None:
+        """``wait_ready``; an agent whose free port was taken before it bound gets another.
+
+        ``free_port`` only finds a port free at that moment: with a hundred
+        agents starting beside the broker's and the workers' own connections,
+        one of them now and then loses its port to an outgoing connection.
+        """
+        for attempt in range(attempts):
+            try:
+                self.wait_ready()
+                return
+            except StackError:
+                log_text = (self.data_dir / "agent.log").read_text(errors="replace")
+                if attempt == attempts - 1 or "address already in use" not in log_text:
+                    raise
+                self.port = free_port()
+                self.start()
+
     def kill(self) -> None:
         if self.proc is not None:
             kill_process(self.proc)
@@ -328,7 +346,7 @@ class Cluster:
         for w in self.workers:
             w.wait_ready()
         for o in self.outlets.values():
-            o.wait_ready()
+            o.wait_ready_or_rebind()
 
     def add_worker(self) -> Worker:
         w = Worker(self.central_env(), self.data_dir / f"worker{len(self.workers) + 1}")
