@@ -83,13 +83,6 @@ class BatchWriter:
         else:
             self.bulk.add(topic.get_topic_name(), None, key, value)
 
-    def send_to(self, topic: Any, partition: int, key: bytes, value: bytes) -> None:
-        """Queue an output record for an explicit partition."""
-        if self.bulk is None:
-            self._futures.append(topic.send_soon(key=key, value=value, partition=partition))
-        else:
-            self.bulk.add(topic.get_topic_name(), partition, key, value)
-
     def detach(self) -> Any:
         """What is queued now, to flush later; writes after this go to the next batch."""
         if self.bulk is None:
