@@ -40,8 +40,8 @@ _partitioner = DefaultPartitioner()
 def partition_for(key: str, partitions: int) -> int:
     """The partition the default producer picks for ``key`` (murmur2).
 
-    Cached: murmur2 is pure Python here (~5 us), and every stock snapshot of
-    a batch asks it for its SKU, from a catalogue of a few ten thousand.
+    Cached: murmur2 is pure Python here (~5 us), and the views ask it once per
+    store or alert they read (a few hundred stores, a bounded set of keys).
     """
     all_partitions = list(range(partitions))
     return int(_partitioner(key.encode(), all_partitions, all_partitions))
