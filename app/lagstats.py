@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+
+
+def nearest_rank(ordered: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of sorted, non-empty ``ordered`` (nearest rank, no interpolation)."""
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class LagStats:
@@ -39,5 +44,4 @@ class LagStats:
         if cached is None or now - cached[0] >= self._refresh_s:
             cached = (now, sorted(values))
             self._sorted[store_id] = cached
-        ordered = cached[1]
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return nearest_rank(cached[1], q)

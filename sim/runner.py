@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from app.lagstats import nearest_rank
 from app.settings import Settings
 from sim.checks import Check, Sampler, central_sync, fault_phase, final_checks, wait_drained
 from sim.cluster import Cluster
@@ -136,11 +137,6 @@ ORDER BY store_id, outlet_seq
 """
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 async def lag_by_fault(dsn: str, exclude: list[str], marks: list[Mark]) -> dict[str, Any]:
     """Where the lag (recorded_at -> applied centrally) comes from: each event by
     the fault window it was recorded in (the stores of a link cut apart: their
@@ -154,7 +150,7 @@ async def lag_by_fault(dsn: str, exclude: list[str], marks: list[Mark]) -> dict[
     if not rows:
         return {}
     lags = [float(r["lag_ms"]) for r in rows]
-    p99 = _percentile(lags, 0.99)
+    p99 = nearest_rank(sorted(lags), 0.99)
     groups: dict[str, list[float]] = {}
     for r in rows:
         at, store = float(r["recorded"]), str(r["store_id"])
@@ -162,15 +158,16 @@ async def lag_by_fault(dsn: str, exclude: list[str], marks: list[Mark]) -> dict[
                and store in m.detail.split(",")]  # fmt: skip
         label = "link_cut (the cut stores)" if cut else fault_phase(at, marks)
         groups.setdefault(label, []).append(float(r["lag_ms"]))
+    ordered = {label: sorted(v) for label, v in groups.items()}
     return {
         label: {
             "events": len(v),
-            "p50_ms": round(_percentile(v, 0.5)),
-            "p99_ms": round(_percentile(v, 0.99)),
-            "max_ms": round(max(v)),
+            "p50_ms": round(nearest_rank(v, 0.5)),
+            "p99_ms": round(nearest_rank(v, 0.99)),
+            "max_ms": round(v[-1]),
             "over_p99": sum(1 for x in v if x > p99),
         }
-        for label, v in sorted(groups.items(), key=lambda kv: -max(kv[1]))
+        for label, v in sorted(ordered.items(), key=lambda kv: -kv[1][-1])
     }
 
 
