@@ -106,3 +106,17 @@ async def gather(
         else:
             result.parts.append(answer)
     return result
+
+
+def newest_per_store(
+    parts: list[list[dict[str, Any]]], rank: Callable[[dict[str, Any]], Any]
+) -> list[dict[str, Any]]:
+    """One row per ``store_id``, by store: during a rebalance two workers may both
+    report a store; the row with the greater ``rank`` (the newer state) wins."""
+    best: dict[str, dict[str, Any]] = {}
+    for rows in parts:
+        for row in rows:
+            seen = best.get(row["store_id"])
+            if seen is None or rank(row) > rank(seen):
+                best[row["store_id"]] = row
+    return [best[k] for k in sorted(best)]

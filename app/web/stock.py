@@ -5,16 +5,21 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faust.web import Request, Response
 
 from app.web.common import Api, ApiError, ApiView, bad_request, int_param, not_found
+from app.web.gather import gather, is_local_request, local_envelope, newest_per_store
 from app.web.routing import partition_for, route
 from domain.apply import stock_key
 from domain.progress import ProgressState
 from domain.seqs import SeqSet
 from domain.stock import StockState
+from tables.codec import read
+
+if TYPE_CHECKING:
+    from app.faust_app import Central
 
 MAX_ID = 200
 
@@ -188,14 +193,12 @@ class StoreStock(ApiView):
         )
 
 
-def local_sku_rows(central: Any, sku: str) -> list[dict[str, Any]]:
+def local_sku_rows(central: Central, sku: str) -> list[dict[str, Any]]:
     """The SKU at each store of this worker's active partitions: one RocksDB read per store.
 
     The stores are the keys of the ``progress`` table here (one per store that
     ever sent an event), and each store's stock key lives in its partition.
     """
-    from tables.codec import read
-
     partitions = central.settings.topic_partitions
     now_ms = int(time.time() * 1000)
     rows = []
@@ -221,8 +224,6 @@ class SkuStock(ApiView):
 
     async def get(self, request: Request, sku: str) -> Response:
         check_id("sku", sku)
-        from app.web.gather import gather, is_local_request, local_envelope
-
         if is_local_request(request):
             return self.json_ok(local_envelope(stores=local_sku_rows(self.central, sku)))
 
@@ -230,14 +231,9 @@ class SkuStock(ApiView):
             return {"stores": local_sku_rows(self.central, sku)}
 
         gathered = await gather(self.central, request, local)
-        # during a rebalance two workers may both answer for a store: keep the newer
-        best: dict[str, dict[str, Any]] = {}
-        for part in gathered.parts:
-            for row in part.get("stores", []):
-                seen = best.get(row["store_id"])
-                if seen is None or row["applied_seq"] > seen["applied_seq"]:
-                    best[row["store_id"]] = row
-        stores = [best[k] for k in sorted(best)]
+        stores = newest_per_store(
+            [part.get("stores", []) for part in gathered.parts], lambda row: row["applied_seq"]
+        )
         if not stores and not gathered.partial:
             raise not_found("sku", f"no store has reported stock of SKU {sku!r}")
         return self.json_ok(

@@ -9,7 +9,7 @@ from faust.web import Request, Response
 
 from app.web import openapi as oa
 from app.web.common import Api, ApiView
-from app.web.gather import gather, is_local_request, local_envelope
+from app.web.gather import gather, is_local_request, local_envelope, newest_per_store
 from app.web.rocks import local_items
 from app.web.routing import route
 from app.web.stock import check_id, known_progress
@@ -71,17 +71,8 @@ def local_sync_rows(central: Central) -> list[dict[str, Any]]:
 
 
 def merge_rows(parts: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """One row per store; during a rebalance two workers may both report one: keep the newer."""
-    best: dict[str, dict[str, Any]] = {}
-    for rows in parts:
-        for row in rows:
-            seen = best.get(row["store_id"])
-            if seen is None or (row["events"], row["applied_seq"]) > (
-                seen["events"],
-                seen["applied_seq"],
-            ):
-                best[row["store_id"]] = row
-    return [best[k] for k in sorted(best)]
+    """One row per store: the one that has applied more (events, then seq)."""
+    return newest_per_store(parts, lambda row: (row["events"], row["applied_seq"]))
 
 
 class StoreSync(ApiView):
