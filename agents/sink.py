@@ -22,7 +22,8 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import asyncpg
 import orjson
@@ -60,14 +61,22 @@ BACKOFF_MAX_S = 5.0
 SINK_ROLE = "retail_sink"
 
 
-def _record_time(value: dict[str, Any], message: Any) -> float:
+class Delivered(Protocol):
+    """A consumed record: Faust's ``event.message`` and aiokafka's ``ConsumerRecord`` both fit."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+def _record_time(value: dict[str, Any]) -> float:
     """When the record was produced: the apply agent's ``sent_at`` (or a dead letter's ``at``)."""
     for name in ("sent_at", "at"):
         ts = value.get(name)
         if isinstance(ts, (int, float)):
             return float(ts)
-    ts_ms = getattr(message, "timestamp", None)
-    return ts_ms / 1000.0 if isinstance(ts_ms, (int, float)) and ts_ms > 0 else time.time()
+    return time.time()
 
 
 class PostgresSink:
@@ -94,6 +103,14 @@ class PostgresSink:
         """How far Postgres is behind: age of the oldest record not yet committed."""
         oldest = self.oldest_pending
         return 0.0 if oldest is None else max(0.0, time.time() - oldest)
+
+    def commit_of(self, store_id: str) -> tuple[float, float] | None:
+        """(when this sink last committed rows of the store, their oldest one's commit lag)."""
+        return self.store_commits.get(store_id)
+
+    def behind_s(self, store_id: str, applied_seq: int, now: float) -> float | None:
+        """How far PostgreSQL is behind; this sink knows it for all its stores at once."""
+        return round(self.lag_seconds, 3)
 
     def status(self) -> dict[str, Any]:
         """For the sync view (``GET /api/sync``): the sink's side of each store's lag."""
@@ -136,14 +153,20 @@ class PostgresSink:
         return self._conn
 
     async def write(self, events: list[Any]) -> WriteResult:
+        """Write a batch of Faust events (the in-worker sink agent)."""
+        return await self.write_records([e.message for e in events])
+
+    async def write_records(self, delivered: Sequence[Delivered]) -> WriteResult:
         """Write the batch, retrying until PostgreSQL takes it (never drops it)."""
         records = []
         oldest: float | None = None
-        for e in events:
-            value = orjson.loads(e.value)
-            msg = e.message
+        for msg in delivered:
+            if msg.value is None:  # a tombstone: nothing to write, its offset still counts
+                value: dict[str, Any] = {}
+            else:
+                value = orjson.loads(msg.value)
             records.append(SinkRecord(msg.topic, msg.partition, msg.offset, value))
-            produced = _record_time(value, msg)
+            produced = _record_time(value)
             oldest = produced if oldest is None else min(oldest, produced)
         self.pending_records = len(records)
         self.oldest_pending = oldest

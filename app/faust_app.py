@@ -30,6 +30,7 @@ from app.rejoin import dead_member, member_file, remember_member
 from app.security import aiokafka_security, faust_credentials
 from app.settings import Settings, get_settings
 from app.topics import Topics, define_topics, raw_topic
+from sink.commits import PostgresCommits
 from tables.bulk import BulkProducer
 from tables.state import StateCache, Tables, define_tables
 from tables.writer import BatchWriter
@@ -49,6 +50,9 @@ class Central:
     applier: Applier
     sink: PostgresSink
     reservations: Reservations
+    #: the sync view's Postgres side: this worker's sink, or PostgreSQL itself
+    #: when the sink runs apart (``python -m sink run``)
+    pg_side: PostgresSink | PostgresCommits
 
 
 async def handle_batches(
@@ -136,7 +140,8 @@ def build(settings: Settings) -> Central:
     )
     transfer_writer = batch_writer()
     sink = PostgresSink(settings)
-    central = Central(app, settings, topics, tables, cache, applier, sink, reservations)
+    pg_side = sink if settings.sink_enabled else PostgresCommits(settings)
+    central = Central(app, settings, topics, tables, cache, applier, sink, reservations, pg_side)
 
     # Outlet events and reservation commands in one stream: co-partitioned by
     # store, so a reservation is decided in order with the store's events.
@@ -184,6 +189,13 @@ def build(settings: Settings) -> Central:
                 sink.write,
                 "writing a batch to PostgreSQL",
             )
+
+    if isinstance(pg_side, PostgresCommits):
+        commits = pg_side
+
+        @app.timer(1.0)  # type: ignore[untyped-decorator]
+        async def read_postgres_commits() -> None:
+            await commits.refresh()
 
     @app.agent(topics.transfers, name="transfers")
     async def transfers(stream: Any) -> None:

@@ -131,6 +131,10 @@ class Worker:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
 
+    @property
+    def name(self) -> str:
+        return f"worker:{self.web_port}"
+
     def start(self) -> None:
         self.starts += 1
         env = {
@@ -153,6 +157,37 @@ class Worker:
             return _answers(self.url)
 
         wait_until(ready, timeout=timeout, what=f"worker on {self.url}", interval=0.2)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            kill_process(self.proc)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, timeout=15)
+            self.proc = None
+
+
+@dataclass
+class SinkProcess:
+    """``python -m sink run``: the Postgres sink apart from the workers (sink/service.py)."""
+
+    env: dict[str, str]
+    data_dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    name: str = "sink"
+
+    def start(self) -> None:
+        self.starts += 1
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.proc = spawn(
+            [sys.executable, "-m", "sink", "run"],
+            log_path=self.data_dir / f"sink-{self.starts}.log",
+            env={**os.environ, **self.env, "RETAIL_DATA_DIR": str(self.data_dir)},
+            cwd=ROOT,
+        )
 
     def kill(self) -> None:
         if self.proc is not None:
@@ -196,6 +231,10 @@ class Outlet:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def name(self) -> str:
+        return self.store_id
 
     def _env(self) -> dict[str, str]:
         return {
@@ -288,6 +327,10 @@ class Cluster:
     #: not of speed. A nicer agent still answers; it answers later when the
     #: box is full, which shows as fewer events accepted, not as lag.
     outlet_nice: int = 10
+    #: the Postgres sink as its own process (``python -m sink run``), as in
+    #: production, rather than an agent sharing each worker's one CPU
+    separate_sink: bool = True
+    sink: SinkProcess | None = None
     stack: DevStack = field(init=False)
     proxy: Proxy = field(init=False)
     workers: list[Worker] = field(default_factory=list)
@@ -326,11 +369,17 @@ class Cluster:
             **self.stack.broker.client_env(),  # S3 storage: a longer fetch wait
         }
 
+    def worker_env(self) -> dict[str, str]:
+        return {**self.central_env(), "RETAIL_SINK_ENABLED": str(not self.separate_sink).lower()}
+
     def start(self, workers: int = 1) -> None:
         self.proxy.start()
         self.stack.start()
         for _ in range(workers):
             self.add_worker()
+        if self.separate_sink:
+            self.sink = SinkProcess(self.central_env(), self.data_dir / "sink")
+            self.sink.start()
         central = self.workers[0].url
         for store in self.stores:
             outlet = Outlet(
@@ -349,7 +398,7 @@ class Cluster:
             o.wait_ready_or_rebind()
 
     def add_worker(self) -> Worker:
-        w = Worker(self.central_env(), self.data_dir / f"worker{len(self.workers) + 1}")
+        w = Worker(self.worker_env(), self.data_dir / f"worker{len(self.workers) + 1}")
         w.start()
         self.workers.append(w)
         return w
@@ -362,13 +411,29 @@ class Cluster:
             o.stop()
         for w in self.workers:
             w.stop()
+        if self.sink is not None:
+            self.sink.stop()
         self.stack.stop()
         self.proxy.stop()
 
-    def crashed(self) -> list[Worker | Outlet]:
+    def crashed(self) -> list[Worker | Outlet | SinkProcess]:
         """Processes that exited on their own (the faults clear ``proc`` when they kill)."""
-        procs: list[Worker | Outlet] = [*self.workers, *self.outlets.values()]
+        procs: list[Worker | Outlet | SinkProcess] = [*self.workers, *self.outlets.values()]
+        if self.sink is not None:
+            procs.append(self.sink)
         return [p for p in procs if p.proc is not None and p.proc.poll() is not None]
+
+    def worker_rss_mb(self) -> float:
+        """The workers' resident memory together (MB; 0 for one not running)."""
+        total = 0.0
+        for w in self.workers:
+            if w.proc is None:
+                continue
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{w.proc.pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) / 1024
+        return total
 
     def pids(self) -> dict[str, int | None]:
         out: dict[str, int | None] = {}
@@ -376,4 +441,6 @@ class Cluster:
             out[f"worker:{w.web_port}"] = w.proc.pid if w.proc else None
         for s, o in self.outlets.items():
             out[f"outlet:{s}"] = o.proc.pid if o.proc else None
+        if self.sink is not None:
+            out["sink"] = self.sink.proc.pid if self.sink.proc else None
         return out

@@ -1,9 +1,10 @@
-"""``python -m sink migrate | reconcile | status``: the operator's side of the Postgres sink."""
+"""``python -m sink migrate | reconcile | run | status``: the operator's side of the sink."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 
@@ -12,9 +13,11 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
+from app.logging_setup import quiet_libraries
 from app.settings import Settings
 from sink.migrate import migrate, migrations
 from sink.reconcile import Difference, reconcile
+from sink.service import main as run_sink
 
 console = Console()
 
@@ -74,6 +77,15 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    quiet_libraries("warning")
+    return run_sink(settings)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
@@ -118,7 +130,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m sink",
-        description="PostgreSQL sink: schema migrations, reconciliation, status. "
+        description="PostgreSQL sink: schema migrations, reconciliation, the sink process, status. "
         "Settings come from RETAIL_* variables (RETAIL_DATABASE_URL, RETAIL_KAFKA_BROKERS, "
         "RETAIL_APP_ID); the options below override them.",
     )
@@ -138,6 +150,14 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--limit", type=int, default=50, help="rows of differences to print")
     r.set_defaults(func=cmd_reconcile)
+    run = sub.add_parser(
+        "run",
+        help="the sink as its own process (set RETAIL_SINK_ENABLED=false on the workers); "
+        "SIGTERM finishes the batch in hand and stops",
+    )
+    run.add_argument("--app-id", help="the Faust app id whose applied topic to read")
+    run.add_argument("--brokers", help="Kafka bootstrap servers (default: RETAIL_KAFKA_BROKERS)")
+    run.set_defaults(func=cmd_run)
     s = sub.add_parser("status", help="what Postgres has per store, and the sink's offsets")
     s.set_defaults(func=cmd_status)
     return p

@@ -119,7 +119,7 @@ SYNC_ROW = _obj(
         "last_event_age_s": _NUM_OR_NULL,
         "pg_committed_at": _NUM_OR_NULL,
         "pg_commit_lag_ms": _NUM_OR_NULL,
-        "pg_behind_s": {"type": "number"},
+        "pg_behind_s": _NUM_OR_NULL,
         "behind": {"type": "boolean"},
     }
 )

@@ -35,9 +35,10 @@ def sync_row(
     p99 = _ms(lags.percentile(store_id, 0.99))
     missing = progress.seqs.missing_count()
     last_recorded = progress.last_recorded_at or None
-    # the store's Postgres side, from the sink of this worker (the applied
-    # topic is co-partitioned with retail.events, so it is usually here too)
-    committed = central.sink.store_commits.get(store_id)
+    # the store's Postgres side: from the sink of this worker (the applied
+    # topic is co-partitioned with retail.events, so it is usually here too),
+    # or read from PostgreSQL when the sink runs apart
+    committed = central.pg_side.commit_of(store_id)
     return {
         "store_id": store_id,
         "applied_seq": progress.seqs.watermark,
@@ -56,7 +57,7 @@ def sync_row(
         ),
         "pg_committed_at": None if committed is None else committed[0],
         "pg_commit_lag_ms": None if committed is None else _ms(committed[1]),
-        "pg_behind_s": round(central.sink.lag_seconds, 3),
+        "pg_behind_s": central.pg_side.behind_s(store_id, progress.seqs.watermark, now),
         "behind": missing > 0 or (p99 is not None and p99 > BEHIND_LAG_MS),
     }
 

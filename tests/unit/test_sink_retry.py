@@ -30,7 +30,7 @@ class Message:
     topic: str = "sim.applied"
     partition: int = 0
     offset: int = 7
-    timestamp: int = 0
+    value: bytes | None = None
 
 
 @dataclass
@@ -74,7 +74,8 @@ def test_a_connection_broken_by_a_shutdown_mid_batch_is_replaced(
 
     monkeypatch.setattr(sink, "_connection", connection)
     monkeypatch.setattr(agents.sink, "write_batch", write_batch)
-    event = Event(orjson.dumps({"store_id": "S1", "sent_at": 1.0}), Message())
+    raw = orjson.dumps({"store_id": "S1", "sent_at": 1.0})
+    event = Event(raw, Message(value=raw))  # Faust: the raw bytes are on the message
     result: Any = asyncio.run(sink.write([event]))
     assert result.ledger_rows == 1
     assert len(writes) == 2 and writes[0][1] == writes[1][1]  # the same batch again

@@ -1,0 +1,211 @@
+"""``python -m sink run``: the Postgres sink as a process of its own.
+
+In a worker, the sink agent shares one event loop, and so one CPU, with the
+apply agent: a long apply batch holds every sink write behind it, and the
+sink's own decoding and COPY work slows the apply. Run apart (workers with
+``RETAIL_SINK_ENABLED=false``), it is a plain aiokafka consumer, with no Faust
+delivery cost per record, and the operating system can give it the other
+core. It writes through the same :class:`agents.sink.PostgresSink`, so the
+same promises hold:
+
+- a batch is one transaction, retried until PostgreSQL takes it;
+- ``sink_offsets``, written in that transaction, say what PostgreSQL already
+  has: records at or below them are skipped, so any redelivery is a no-op;
+- on assignment each partition starts just after its ``sink_offsets`` row, so
+  moving the sink out of the workers (a new consumer group) rereads nothing;
+- Kafka offsets are committed after PostgreSQL's COMMIT, for the usual
+  consumer-lag tools; they are a hint, PostgreSQL's are the truth.
+
+Several sink processes share the partitions (consumer group
+``{app_id}-sink``); a revoked partition's late batch waits on the offset row
+lock and then skips what the new owner wrote (``sink.writer``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Iterable
+from contextlib import suppress
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from agents.sink import CONNECT_TIMEOUT_S, PostgresSink
+from app.security import aiokafka_security
+from app.settings import Settings
+
+log = logging.getLogger("sink.service")
+
+#: How often progress is logged (records committed, lag).
+PROGRESS_EVERY_S = 10.0
+
+
+def sink_topics(settings: Settings) -> list[str]:
+    """What the sink reads: the apply agent's output and the dead letters."""
+    return [f"{settings.app_id}.applied", settings.dead_letters_topic]
+
+
+def group_id(settings: Settings) -> str:
+    return f"{settings.app_id}-sink"
+
+
+async def committed_offsets(
+    settings: Settings, partitions: Iterable[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """The last offset PostgreSQL holds for each partition (absent: none yet)."""
+    tps = list(partitions)
+    conn = await asyncpg.connect(
+        settings.database_url.get_secret_value(), timeout=CONNECT_TIMEOUT_S
+    )
+    try:
+        rows = await conn.fetch(
+            'SELECT topic, partition, "offset" FROM sink_offsets'
+            " WHERE (topic, partition) IN (SELECT * FROM unnest($1::text[], $2::int[]))",
+            [tp.topic for tp in tps],
+            [tp.partition for tp in tps],
+        )
+    finally:
+        await conn.close()
+    return {TopicPartition(r["topic"], r["partition"]): int(r["offset"]) for r in rows}
+
+
+class StartAfterPostgres(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Seek each newly assigned partition to just after what PostgreSQL has.
+
+    Only a shortcut: if PostgreSQL cannot be asked now, the partition starts at
+    the group's committed offset (or the beginning), and the writer skips the
+    records PostgreSQL already has.
+    """
+
+    def __init__(self, settings: Settings, consumer: AIOKafkaConsumer) -> None:
+        self.settings = settings
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if not assigned:
+            return
+        try:
+            offsets = await asyncio.wait_for(
+                committed_offsets(self.settings, assigned), CONNECT_TIMEOUT_S
+            )
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            log.warning("sink_offsets unreadable (%r): starting from the group's offsets", exc)
+            return
+        for tp, offset in offsets.items():
+            self.consumer.seek(tp, offset + 1)
+        log.info("assigned %d partitions; %d start after sink_offsets", len(assigned), len(offsets))
+
+
+def make_consumer(settings: Settings) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=group_id(settings),
+        client_id=group_id(settings),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
+        session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
+        heartbeat_interval_ms=int(settings.broker_heartbeat_interval_s * 1000),
+        rebalance_timeout_ms=int(settings.broker_rebalance_timeout_s * 1000),
+        # a Postgres outage holds one batch for as long as it lasts: staying in
+        # the group meanwhile keeps the partitions (and their order) here
+        max_poll_interval_ms=24 * 3600 * 1000,
+        **aiokafka_security(settings),
+    )
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    """Consume, write, commit, until ``stop`` is set; the batch in hand is finished first."""
+    sink = PostgresSink(settings)
+    consumer = make_consumer(settings)
+    await consumer.start()
+    if not await _wait_for_applied_topic(consumer, settings, stop):
+        await consumer.stop()
+        return
+    consumer.subscribe(sink_topics(settings), listener=StartAfterPostgres(settings, consumer))
+    log.info("sink running: %s -> PostgreSQL (group %s)", sink_topics(settings), group_id(settings))
+    next_progress = time.monotonic() + PROGRESS_EVERY_S
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        while not stop.is_set():
+            fetch = asyncio.create_task(
+                consumer.getmany(
+                    timeout_ms=int(settings.sink_batch_within_s * 1000),
+                    max_records=settings.sink_batch_max,
+                )
+            )
+            await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not fetch.done():
+                fetch.cancel()
+                with suppress(asyncio.CancelledError):
+                    await fetch
+                break
+            batch = fetch.result()
+            records = [r for part in batch.values() for r in part]
+            if records:
+                await sink.write_records(records)
+                await _commit(consumer, {tp: part[-1].offset + 1 for tp, part in batch.items()})
+            if time.monotonic() >= next_progress:
+                next_progress = time.monotonic() + PROGRESS_EVERY_S
+                log.info(
+                    "sink: %d records committed, %.1fs behind, %d retries",
+                    sink.committed_records, sink.lag_seconds, sink.retries,
+                )  # fmt: skip
+    finally:
+        stopping.cancel()
+        await consumer.stop()
+        await sink.close()
+        log.info("sink stopped: %d records committed", sink.committed_records)
+
+
+async def _wait_for_applied_topic(
+    consumer: AIOKafkaConsumer, settings: Settings, stop: asyncio.Event
+) -> bool:
+    """Wait until a worker has created ``{app_id}.applied`` (False: stopped first).
+
+    Subscribing earlier would have the broker auto-create it with its default
+    partition count; the worker creates it with ``RETAIL_TOPIC_PARTITIONS``.
+    """
+    topic = sink_topics(settings)[0]
+    said = False
+    while not stop.is_set():
+        try:
+            if topic in await consumer.topics():
+                return True
+        except KafkaError as exc:  # the broker is not up yet
+            log.debug("no metadata yet: %r", exc)
+        if not said:
+            log.info("waiting for a worker to create %s", topic)
+            said = True
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+    return False
+
+
+async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+    """Commit Kafka offsets after PostgreSQL's COMMIT; a rebalance may refuse, harmlessly."""
+    try:
+        await consumer.commit(offsets)
+    except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+        log.debug("offset commit skipped (%r); sink_offsets hold the truth", exc)
+
+
+def main(settings: Settings) -> int:
+    """Run until SIGTERM or SIGINT."""
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run(settings, stop)
+
+    asyncio.run(serve())
+    return 0
