@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
                 help="broker on S3-on-moto storage, with the broker kill (slow here)",
             )  # fmt: skip
             cmd.add_argument(
-                "--steady", type=float, default=0.4, help="share of the run with no fault"
+                "--steady", type=float, default=0.3, help="share of the run with no fault"
             )
     demo = sub.add_parser("demo", help="gentle traffic to running outlet agents (make run)")
     demo.add_argument("--outlet", action="append", default=[], help="STORE=URL=TOKEN")

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from sim.cluster import Cluster
 
 log = logging.getLogger("sim.faults")
@@ -61,11 +63,24 @@ def chaos_schedule(stores: list[str], seconds: float, *, group: int = 1) -> list
 
 
 def bench_schedule(stores: list[str], seconds: float, steady_s: float) -> list[Fault]:
-    """A steady window first (the lag figures), then every fault, the first one an
-    outage of a fifth of the stores (the drain figure)."""
-    group = max(1, len(stores) // 5)
-    rest = chaos_schedule(stores, seconds - steady_s, group=group)
-    return [Fault(f.at_s + steady_s, f.kind, f.duration_s, f.stores) for f in rest]
+    """A steady window first (the lag figures), then a fifth of the stores cut off
+    for up to 5 minutes (the issue's outage: the drain figure) with every other
+    fault inside the cut, so the cut stores' backlog drains with nothing else
+    going on but the live load; the broker kill (S3 only) comes after the drain."""
+    cut_s = min(300.0, (seconds - steady_s) * 0.75)
+    group = stores[: max(1, len(stores) // 5)]
+    other = stores[len(group) :] or stores
+    at = steady_s
+    slot = cut_s / 10
+    return [
+        Fault(at, "link_cut", cut_s, group),
+        Fault(at + slot * 0.5, "outlet_kill", 0, [other[-1]]),
+        Fault(at + slot * 1.2, "dup_reorder", 0),
+        Fault(at + slot * 1.7, "worker_kill", 0),
+        Fault(at + slot * 3.0, "rebalance", slot * 2.0),
+        Fault(at + slot * 6.0, "pg_outage", slot * 1.2),
+        Fault(at + cut_s + (seconds - steady_s - cut_s) * 0.5, "broker_kill", 0),
+    ]
 
 
 def _last_error(data_dir: Path) -> str:
@@ -106,7 +121,7 @@ class Injector:
             await asyncio.sleep(1.0)
             for proc in self.cluster.crashed():
                 code = proc.proc.returncode if proc.proc else None
-                name = getattr(proc, "store_id", None) or f"worker:{getattr(proc, 'web_port', '')}"
+                name = proc.name
                 if code == -9:
                     # SIGKILL from outside the run (the OOM killer, or another session on
                     # this shared machine): restarted like any crash, reported apart
@@ -179,16 +194,50 @@ class Injector:
     async def _drain(
         self, stores: list[str], before: dict[str, int], target: dict[str, int], restored: float
     ) -> dict[str, Any]:
-        """Backlog of the cut stores at restore, and how fast the centre applied it."""
+        """Backlog of the cut stores at restore, how fast the centre applied it and
+        PostgreSQL committed it, and the workers' peak memory meanwhile."""
         backlog = sum(max(0, target[s] - before[s]) for s in stores)
         deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            now = await self._applied(stores)
-            if all(now[s] >= target[s] for s in stores):
-                break
+        centre_s: float | None = None
+        pg_s: float | None = None
+        peak_rss = 0.0
+        while time.monotonic() < deadline and (centre_s is None or pg_s is None):
+            peak_rss = max(peak_rss, self.cluster.worker_rss_mb())
+            if centre_s is None:
+                now = await self._applied(stores)
+                if all(now[s] >= target[s] for s in stores):
+                    centre_s = time.time() - restored
+            if pg_s is None:
+                in_pg = await self._in_postgres(stores)
+                if all(in_pg.get(s, 0) >= target[s] for s in stores):
+                    pg_s = time.time() - restored
             await asyncio.sleep(0.25)
-        took = max(time.time() - restored, 1e-3)
-        return {"backlog": backlog, "drain_s": round(took, 2), "drain_per_s": round(backlog / took)}
+        took = max(centre_s or time.time() - restored, 1e-3)
+        took_pg = max(pg_s or time.time() - restored, 1e-3)
+        return {
+            "backlog": backlog,
+            "drain_s": round(took, 2),
+            "drain_per_s": round(backlog / took),
+            "drain_pg_s": round(took_pg, 2),
+            "drain_pg_per_s": round(backlog / took_pg),
+            "drain_peak_worker_rss_mb": round(peak_rss),
+        }
+
+    async def _in_postgres(self, stores: list[str]) -> dict[str, int]:
+        """The seq PostgreSQL has applied per store (``outlet_sync``); {} while unreadable."""
+        try:
+            conn = await asyncpg.connect(self.cluster.database_url, timeout=5)
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            log.debug("Postgres unreadable: %r", exc)
+            return {}
+        try:
+            rows = await conn.fetch(
+                "SELECT store_id, applied_seq FROM outlet_sync WHERE store_id = ANY($1::text[])",
+                stores,
+            )
+        finally:
+            await conn.close()
+        return {r["store_id"]: int(r["applied_seq"]) for r in rows}
 
     async def _duplicate(self, n: int) -> int:
         """Copies of records already on the events topic, produced again in shuffled order."""
