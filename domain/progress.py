@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,13 @@ class ProgressState:
     #: seqs whose key writes were lost; only a confirmed flush of their replay
     #: may move ``durable_wm`` past them.
     flushed: SeqSet = field(default_factory=SeqSet, compare=False)
+    #: The fingerprints' seqs as a min-heap (may hold seqs already forgotten):
+    #: finding the oldest must not cost a scan per event, as the dict grows
+    #: to thousands of seqs above ``durable_wm`` while a backlog drains.
+    _by_seq: list[int] = field(default_factory=list, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_seq = sorted(self.fingerprints)  # a sorted list is a heap
 
     def confirm(self, seqs: list[int]) -> bool:
         """A flush carrying ``seqs`` was acknowledged; True if ``durable_wm`` moved."""
@@ -62,16 +70,22 @@ class ProgressState:
         (crash repair, ``domain.apply``), so its fingerprint must still be here
         to tell it from a conflicting event, whose lines must never be applied.
         """
+        if seq not in self.fingerprints:
+            heapq.heappush(self._by_seq, seq)
         self.fingerprints[seq] = fingerprint
         self._forget_fingerprints()
 
     def _forget_fingerprints(self) -> None:
-        fingerprints = self.fingerprints
+        fingerprints, by_seq = self.fingerprints, self._by_seq
         while len(fingerprints) > FINGERPRINTS_KEPT:
-            oldest = min(fingerprints)
-            if oldest > self.durable_wm:
+            oldest = by_seq[0]
+            if oldest not in fingerprints:  # forgotten already
+                heapq.heappop(by_seq)
+            elif oldest > self.durable_wm:
                 return
-            del fingerprints[oldest]
+            else:
+                heapq.heappop(by_seq)
+                del fingerprints[oldest]
 
     def to_json(self) -> dict[str, Any]:
         return {
