@@ -99,7 +99,9 @@ class StockState:
         if self.count_seq:
             out["count_seq"] = self.count_seq
         if self.applied:
-            out["applied"] = [[s, d] for s, d in self.applied.items()]
+            # a copied dict, serialized in C (its int keys become strings): a hot
+            # key holds hundreds of seqs while a backlog drains
+            out["applied"] = dict(self.applied)
         if self.ver:
             out["ver"] = self.ver
         if self.reservations:
@@ -116,9 +118,17 @@ class StockState:
             on_hand=int(data.get("on_hand", 0)),
             count_seq=int(data.get("count_seq", 0)),
             wm=int(data.get("wm", 0)),
-            applied={int(s): d for s, d in data.get("applied", ())},
+            applied=_applied(data.get("applied")),
             applied_seq=int(data.get("seq", 0)),
             ver=int(data.get("ver", 0)),
             reservations={str(k): list(v) for k, v in data.get("res", {}).items()},
             alert=data.get("alert"),
         )
+
+
+def _applied(stored: Any) -> dict[int, int | None]:
+    """``{"seq": delta}`` as written now, or ``[[seq, delta], ...]`` as before."""
+    if not stored:
+        return {}
+    pairs = stored.items() if isinstance(stored, dict) else stored
+    return {int(s): d for s, d in pairs}
