@@ -8,11 +8,12 @@ backlog, several consecutive events of one store packed in a JSON array.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, TypeGuard
+from typing import Any, Final, NamedTuple, TypeGuard
 
 import orjson
 
@@ -38,8 +39,10 @@ class InvalidEvent(ValueError):
         self.raw = raw
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
+class Line(NamedTuple):
+    """One line of an event. A tuple: made for every line of every event, and a
+    frozen dataclass cost four times as much to make."""
+
     sku: str
     qty: int
     unit_price_cents: int | None = None
@@ -288,8 +291,146 @@ def parse_terminal_event(obj: Any, *, max_lines: int = DEFAULT_MAX_LINES) -> Ter
     )
 
 
+# ------------------------------------------------------------------ fast paths
+# The same rules written flat, for the hot paths: a fast yes for a well-formed
+# event, or ``None`` (no reasons) and the full parser answers. Exact
+# ``str``/``int``/``list``/``dict`` types only: what ``orjson.loads`` makes.
+
+#: per type: (least qty allowed, whether 0 is refused, ref required, reason required)
+FAST_RULES: Final[dict[str, tuple[int, bool, bool, bool]]] = {
+    **{t: (1, False, t in REF_REQUIRED, False) for t in DELTA_TYPES - {"adjustment"}},
+    **{t: (1, False, True, False) for t in TRANSFER_TYPES},
+    "adjustment": (-(10**12), True, False, True),
+    "count": (0, False, False, False),
+}
+_QTY_MAX: Final = 10**12
+_REASON_MAX: Final = 1000
+#: the canonical form, which ``uuid.UUID`` accepts; any other goes the slow way
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_KNOWN: Final = frozenset(
+    {
+        "event_id", "schema", "type", "store_id", "terminal_id", "outlet_seq",
+        "client_txn_id", "occurred_at", "recorded_at", "lines", "ref", "reason",
+    }
+)  # fmt: skip
+
+
+def fast_id(value: object) -> TypeGuard[str]:
+    """What ``_Reasons.string`` accepts for an id (not ``reason``)."""
+    return (
+        type(value) is str
+        and len(value) <= MAX_ID_LEN
+        and value.isprintable()
+        and bool(value.strip())
+    )
+
+
+def fast_reason(value: object, required: bool) -> bool:
+    if value is None:
+        return not required
+    return type(value) is str and len(value) <= _REASON_MAX and bool(value.strip())
+
+
+def fast_timestamp(value: object) -> datetime | None:
+    """What ``_Reasons.timestamp`` makes of a valid value, or None."""
+    if type(value) is not str:
+        return None
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if ts.tzinfo is None:
+        return None
+    try:
+        return ts.astimezone(UTC)
+    except OverflowError:  # before year 1 in UTC: the full parser names it
+        return None
+
+
+def fast_lines(raw: object, event_type: str, max_lines: int) -> list[Line] | None:
+    """What ``_Reasons.lines`` makes of valid lines for a type of ``FAST_RULES``, or None."""
+    if type(raw) is not list or not raw or len(raw) > max_lines:
+        return None
+    least, no_zero, _, _ = FAST_RULES[event_type]
+    lines: list[Line] = []
+    for item in raw:
+        if type(item) is not dict:
+            return None
+        sku = item.get("sku")
+        qty = item.get("qty")
+        price = item.get("unit_price_cents")
+        if (
+            not fast_id(sku)
+            or type(qty) is not int
+            or qty < least
+            or qty > _QTY_MAX
+            or (no_zero and qty == 0)
+            or (price is not None and (type(price) is not int or price < 0))
+        ):
+            return None
+        lines.append(Line(sku, qty, price))
+    if event_type == "count" and len({line.sku for line in lines}) != len(lines):
+        return None
+    return lines
+
+
+def fast_event(obj: dict[str, Any], max_lines: int) -> Event | None:
+    """``parse_event(obj)`` for a well-formed envelope; None when the full parser must look.
+
+    The centre parses every event of every record, a fifth of a worker's CPU
+    while a backlog drains; ``tests/unit/test_schema_fastpath.py`` checks the
+    two against each other with hypothesis.
+    """
+    event_type = obj.get("type")
+    if type(event_type) is not str or obj.get("schema") != SCHEMA:
+        return None
+    rules = FAST_RULES.get(event_type)
+    if rules is None:
+        return None
+    event_id = obj.get("event_id")
+    if type(event_id) is not str or len(event_id) != 36 or not _UUID.fullmatch(event_id):
+        return None
+    client_txn_id = obj.get("client_txn_id")
+    store_id = obj.get("store_id")
+    terminal_id = obj.get("terminal_id")
+    seq = obj.get("outlet_seq")
+    ref = obj.get("ref")
+    reason = obj.get("reason")
+    if (
+        not fast_id(client_txn_id)
+        or not fast_id(store_id)
+        or not fast_id(terminal_id)
+        or type(seq) is not int
+        or seq < 1
+        or not (fast_id(ref) if ref is not None else not rules[2])
+        or not fast_reason(reason, rules[3])
+    ):
+        return None
+    occurred_at = fast_timestamp(obj.get("occurred_at"))
+    recorded_at = fast_timestamp(obj.get("recorded_at"))
+    if occurred_at is None or recorded_at is None:
+        return None
+    lines = fast_lines(obj.get("lines"), event_type, max_lines)
+    if lines is None:
+        return None
+    extra = {} if obj.keys() <= _KNOWN else {k: v for k, v in obj.items() if k not in _KNOWN}
+    return Event(
+        event_id, event_type, store_id, terminal_id, seq, client_txn_id,
+        occurred_at, recorded_at, tuple(lines), ref, reason, SCHEMA, extra,
+    )  # fmt: skip
+
+
 def parse_event(obj: Any, *, max_lines: int = DEFAULT_MAX_LINES) -> Event:
     """Validate a full envelope (what the centre consumes)."""
+    if type(obj) is dict:
+        fast = fast_event(obj, max_lines)
+        if fast is not None:
+            return fast
+    return parse_event_fully(obj, max_lines=max_lines)
+
+
+def parse_event_fully(obj: Any, *, max_lines: int = DEFAULT_MAX_LINES) -> Event:
+    """:func:`parse_event` without the fast path: every reason of an invalid event."""
     if not isinstance(obj, dict):
         raise InvalidEvent(["event: must be a JSON object"], obj)
     reasons = _Reasons()
@@ -314,11 +455,7 @@ def parse_event(obj: Any, *, max_lines: int = DEFAULT_MAX_LINES) -> Event:
         raise InvalidEvent(reasons.items, obj)
     assert event_id and event_type and client_txn_id and occurred_at and recorded_at
     assert store_id and terminal_id
-    known = {
-        "event_id", "schema", "type", "store_id", "terminal_id", "outlet_seq",
-        "client_txn_id", "occurred_at", "recorded_at", "lines", "ref", "reason",
-    }  # fmt: skip
-    extra = {k: v for k, v in obj.items() if k not in known}
+    extra = {k: v for k, v in obj.items() if k not in _KNOWN}
     return Event(
         event_id=event_id,
         type=event_type,
