@@ -63,23 +63,28 @@ def chaos_schedule(stores: list[str], seconds: float, *, group: int = 1) -> list
 
 
 def bench_schedule(stores: list[str], seconds: float, steady_s: float) -> list[Fault]:
-    """A steady window first (the lag figures), then a fifth of the stores cut off
-    for up to 5 minutes (the issue's outage: the drain figure) with every other
-    fault inside the cut, so the cut stores' backlog drains with nothing else
-    going on but the live load; the broker kill (S3 only) comes after the drain."""
-    cut_s = min(300.0, (seconds - steady_s) * 0.75)
+    """A steady window first (the lag figures); then a fifth of the stores cut
+    off for up to 5 minutes (the issue's outage: the drain figure), with the
+    outlet kill and the duplicated delivery inside the cut; the other faults
+    come after the backlog has drained, so the drain is measured beside the
+    live load alone, as the issue states it. (With a worker kill and a
+    rebalance inside the cut, the same drain measured 1,660-1,930 events/s
+    instead of 2,960: README, "Simulation, chaos and the benchmark report".)"""
+    rest = seconds - steady_s
+    cut_s = min(300.0, rest * 0.55)
     group = stores[: max(1, len(stores) // 5)]
     other = stores[len(group) :] or stores
     at = steady_s
-    slot = cut_s / 10
+    after = at + cut_s + min(45.0, rest * 0.1)  # the drain, and time to settle
+    slot = max(seconds - after, 8.0) / 8
     return [
         Fault(at, "link_cut", cut_s, group),
-        Fault(at + slot * 0.5, "outlet_kill", 0, [other[-1]]),
-        Fault(at + slot * 1.2, "dup_reorder", 0),
-        Fault(at + slot * 1.7, "worker_kill", 0),
-        Fault(at + slot * 3.0, "rebalance", slot * 2.0),
-        Fault(at + slot * 6.0, "pg_outage", slot * 1.2),
-        Fault(at + cut_s + (seconds - steady_s - cut_s) * 0.5, "broker_kill", 0),
+        Fault(at + cut_s * 0.2, "outlet_kill", 0, [other[-1]]),
+        Fault(at + cut_s * 0.4, "dup_reorder", 0),
+        Fault(after, "worker_kill", 0),
+        Fault(after + slot * 1.0, "rebalance", slot * 2.0),
+        Fault(after + slot * 4.0, "pg_outage", slot * 1.2),
+        Fault(after + slot * 6.5, "broker_kill", 0),
     ]
 
 
