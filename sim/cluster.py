@@ -15,6 +15,7 @@ import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 
@@ -117,8 +118,26 @@ def _answers(url: str) -> bool:
         return False
 
 
+class Killable:
+    """A subprocess the simulator can kill -9 (a fault) or stop (SIGTERM, then -9)."""
+
+    proc: subprocess.Popen[bytes] | None
+    #: seconds a SIGTERM gets before the group is SIGKILLed
+    stop_timeout_s: ClassVar[float] = 10.0
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            kill_process(self.proc)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, timeout=self.stop_timeout_s)
+            self.proc = None
+
+
 @dataclass
-class Worker:
+class Worker(Killable):
     """``faust -A app worker`` that can be killed -9 and started again."""
 
     env: dict[str, str]
@@ -126,6 +145,7 @@ class Worker:
     web_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    stop_timeout_s: ClassVar[float] = 15.0
 
     @property
     def url(self) -> str:
@@ -158,19 +178,9 @@ class Worker:
 
         wait_until(ready, timeout=timeout, what=f"worker on {self.url}", interval=0.2)
 
-    def kill(self) -> None:
-        if self.proc is not None:
-            kill_process(self.proc)
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, timeout=15)
-            self.proc = None
-
 
 @dataclass
-class SinkProcess:
+class SinkProcess(Killable):
     """``python -m sink run``: the Postgres sink apart from the workers (sink/service.py)."""
 
     env: dict[str, str]
@@ -178,6 +188,7 @@ class SinkProcess:
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     name: str = "sink"
+    stop_timeout_s: ClassVar[float] = 15.0
 
     def start(self) -> None:
         self.starts += 1
@@ -188,16 +199,6 @@ class SinkProcess:
             env={**os.environ, **self.env, "RETAIL_DATA_DIR": str(self.data_dir)},
             cwd=ROOT,
         )
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            kill_process(self.proc)
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, timeout=15)
-            self.proc = None
 
 
 def lower_autogroup(pid: int, nice: int) -> None:
@@ -213,7 +214,7 @@ def lower_autogroup(pid: int, nice: int) -> None:
 
 
 @dataclass
-class Outlet:
+class Outlet(Killable):
     """``python -m outlet_agent run`` for one store (or :mod:`sim.skewed` with a clock skew)."""
 
     store_id: str
@@ -297,16 +298,6 @@ class Outlet:
                     raise
                 self.port = free_port()
                 self.start()
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            kill_process(self.proc)
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
 
 
 @dataclass

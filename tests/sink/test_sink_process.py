@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,25 @@ from tests.sink.conftest import history, ledger_count, ledger_lines, produce_fas
 from tests.sink.test_faults import PacedProducer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+@contextmanager
+def worker_and_sink(
+    env: dict[str, str], tmp_path: Path
+) -> Iterator[tuple[WorkerProcess, SinkProcess]]:
+    """A worker without its sink agent, and ``python -m sink run`` beside it."""
+    worker = WorkerProcess(
+        env=env, data_dir=tmp_path / "w", extra_env={"RETAIL_SINK_ENABLED": "false"}
+    )
+    sink = SinkProcess(env, tmp_path / "sink")
+    worker.start()
+    sink.start()
+    try:
+        worker.wait_ready()
+        yield worker, sink
+    finally:
+        sink.stop()
+        worker.stop()
 
 
 def _sink_log(sink: SinkProcess) -> str:
@@ -41,14 +62,7 @@ def test_sink_process_kill9_mid_stream_each_event_once(
 ) -> None:
     dsn = app_env["RETAIL_DATABASE_URL"]
     topic = app_env["RETAIL_EVENTS_TOPIC"]
-    worker = WorkerProcess(
-        env=app_env, data_dir=tmp_path / "w", extra_env={"RETAIL_SINK_ENABLED": "false"}
-    )
-    sink = SinkProcess(app_env, tmp_path / "sink")
-    worker.start()
-    sink.start()
-    try:
-        worker.wait_ready()
+    with worker_and_sink(app_env, tmp_path) as (worker, sink):
         events = history(["S1", "S2", "S3"], 900, seed=11)
         expected = ledger_lines(events)
         load = PacedProducer(stack.broker.bootstrap, topic, events, 60, 0.2)
@@ -70,9 +84,6 @@ def test_sink_process_kill9_mid_stream_each_event_once(
             )  # fmt: skip
 
         wait_for(caught_up, timeout=30, what="the sync view to show Postgres caught up")
-    finally:
-        sink.stop()
-        worker.stop()
     assert "sink stopped" in _sink_log(sink)  # SIGTERM: the batch in hand, then a clean stop
 
 
@@ -95,20 +106,10 @@ def test_moving_the_sink_out_of_the_worker_rereads_nothing(
     finally:
         worker.stop()
 
-    worker = WorkerProcess(
-        env=app_env, data_dir=tmp_path / "w", extra_env={"RETAIL_SINK_ENABLED": "false"}
-    )
-    sink = SinkProcess(app_env, tmp_path / "sink")
-    worker.start()
-    sink.start()
-    try:
-        worker.wait_ready()
+    with worker_and_sink(app_env, tmp_path) as (_, sink):
         second = history(["S1", "S2"], 300, seed=13, first_seq=401)
         asyncio.run(produce_fast(stack.broker.bootstrap, topic, second))
         wait_converged(app_env, ledger_lines(first) + ledger_lines(second))
-    finally:
-        sink.stop()
-        worker.stop()
     text = _sink_log(sink)
     assigned = [ln for ln in text.splitlines() if "start after sink_offsets" in ln]
     assert assigned, text[-2000:]
