@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 
 class StackError(RuntimeError):
@@ -101,3 +102,25 @@ def kill_process(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
+
+
+class Killable:
+    """A managed subprocess that can be killed -9 (a fault) or stopped (SIGTERM, then -9).
+
+    Mixed into the simulator's and the tests' process handles, which keep
+    their ``Popen`` in ``proc`` (``None`` once it is gone).
+    """
+
+    proc: subprocess.Popen[bytes] | None
+    #: seconds a SIGTERM gets before the group is SIGKILLed
+    stop_timeout_s: ClassVar[float] = 10.0
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            kill_process(self.proc)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, timeout=self.stop_timeout_s)
+            self.proc = None

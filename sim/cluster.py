@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import ClassVar
 
 import httpx
+import psutil
 
 from devstack.broker import TansuBroker, tansu_binary
 from devstack.process import (
+    Killable,
     StackError,
     free_port,
-    kill_process,
     port_answers,
     spawn,
     stop_process,
@@ -116,24 +117,6 @@ def _answers(url: str) -> bool:
         return httpx.get(f"{url}/health", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-class Killable:
-    """A subprocess the simulator can kill -9 (a fault) or stop (SIGTERM, then -9)."""
-
-    proc: subprocess.Popen[bytes] | None
-    #: seconds a SIGTERM gets before the group is SIGKILLed
-    stop_timeout_s: ClassVar[float] = 10.0
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            kill_process(self.proc)
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, timeout=self.stop_timeout_s)
-            self.proc = None
 
 
 @dataclass
@@ -421,12 +404,9 @@ class Cluster:
         """The workers' resident memory together (MB; 0 for one not running)."""
         total = 0.0
         for w in self.workers:
-            if w.proc is None:
-                continue
-            with contextlib.suppress(OSError):
-                for line in Path(f"/proc/{w.proc.pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) / 1024
+            if w.proc is not None:
+                with contextlib.suppress(psutil.Error):
+                    total += psutil.Process(w.proc.pid).memory_info().rss / 2**20
         return total
 
     def pids(self) -> dict[str, int | None]:

@@ -12,11 +12,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 
-from devstack.process import free_port, kill_process, spawn, stop_process
+from devstack.process import Killable, free_port, spawn
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +87,7 @@ def make_event(
 
 
 @dataclass
-class WorkerProcess:
+class WorkerProcess(Killable):
     """``faust -A app worker`` as a real process that tests can kill -9 and restart."""
 
     env: dict[str, str]
@@ -96,6 +96,7 @@ class WorkerProcess:
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     extra_env: dict[str, str] = field(default_factory=dict)
+    stop_timeout_s: ClassVar[float] = 15.0
 
     @property
     def url(self) -> str:
@@ -134,16 +135,6 @@ class WorkerProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            kill_process(self.proc)
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, timeout=15)
-            self.proc = None
 
 
 def isolated_app_env(stack: Any) -> dict[str, str]:

@@ -17,7 +17,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.schema import Event, decode_record
-from devstack.process import free_port, kill_process, spawn, stop_process
+from devstack.process import Killable, free_port, spawn
 
 ROOT = Path(__file__).resolve().parents[2]
 _topics = itertools.count(1)
@@ -44,7 +44,7 @@ async def wait_for(
 
 
 @dataclass
-class AgentProcess:
+class AgentProcess(Killable):
     """``python -m outlet_agent run`` as a real subprocess, killable with SIGKILL."""
 
     data_dir: Path
@@ -128,16 +128,6 @@ class AgentProcess:
                 return False
 
         await wait_for(ready, deadline_s=deadline_s, what=f"the agent on {self.url}")
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            kill_process(self.proc)
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
 
     async def status(self) -> dict[str, Any]:
         async with httpx.AsyncClient(timeout=2.0) as c:
