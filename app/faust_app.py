@@ -48,7 +48,9 @@ class Central:
     tables: Tables
     cache: StateCache
     applier: Applier
-    sink: PostgresSink
+    #: None when the sink runs apart (``RETAIL_SINK_ENABLED=false``): a worker
+    #: without one must not publish the sink's metrics as zeros
+    sink: PostgresSink | None
     reservations: Reservations
     #: the sync view's Postgres side: this worker's sink, or PostgreSQL itself
     #: when the sink runs apart (``python -m sink run``)
@@ -139,8 +141,8 @@ def build(settings: Settings) -> Central:
         settings, topics, tables, cache, reservations, batch_writer(freeze_points=True)
     )
     transfer_writer = batch_writer()
-    sink = PostgresSink(settings)
-    pg_side = sink if settings.sink_enabled else PostgresCommits(settings)
+    sink = PostgresSink(settings) if settings.sink_enabled else None
+    pg_side = sink or PostgresCommits(settings)
     central = Central(app, settings, topics, tables, cache, applier, sink, reservations, pg_side)
 
     # Outlet events and reservation commands in one stream: co-partitioned by
@@ -169,7 +171,8 @@ def build(settings: Settings) -> Central:
                 await stream.ack(event)
             previous = batch
 
-    if settings.sink_enabled:
+    if sink is not None:
+        write_to_postgres = sink.write
 
         @app.agent(
             raw_topic(
@@ -186,7 +189,7 @@ def build(settings: Settings) -> Central:
                 stream,
                 settings.sink_batch_max,
                 settings.sink_batch_within_s,
-                sink.write,
+                write_to_postgres,
                 "writing a batch to PostgreSQL",
             )
 
