@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     sink_migrate: bool = True
     sink_batch_max: int = Field(default=5000, ge=1)
     sink_batch_within_s: float = Field(default=0.1, gt=0)
+    #: ``python -m sink run`` only: serve ``/metrics`` (Prometheus) on this port
+    #: of ``RETAIL_WEB_HOST``; 0 serves none.
+    sink_metrics_port: int = Field(default=0, ge=0, le=65535)
 
     # --- outlet agent -------------------------------------------------------
     store_id: str = ""

@@ -33,8 +33,10 @@ from contextlib import suppress
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from prometheus_client import start_http_server
 
 from agents.sink import CONNECT_TIMEOUT_S, PostgresSink
+from app import metrics
 from app.security import aiokafka_security
 from app.settings import Settings
 
@@ -124,6 +126,9 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Consume, write, commit, until ``stop`` is set; the batch in hand is finished first."""
     sink = PostgresSink(settings)
+    if settings.sink_metrics_port:
+        # the retail_sink_* metrics a worker's /metrics shows when the sink runs inside it
+        start_http_server(settings.sink_metrics_port, settings.web_host, registry=metrics.REGISTRY)
     consumer = make_consumer(settings)
     await consumer.start()
     if not await _wait_for_applied_topic(consumer, settings, stop):

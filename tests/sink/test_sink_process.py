@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from devstack import DevStack
+from devstack.process import free_port
 from sim.cluster import SinkProcess
 from tests.helpers import WorkerProcess, wait_for
 from tests.sink.conftest import history, ledger_count, ledger_lines, produce_fast, wait_converged
@@ -35,7 +36,7 @@ def worker_and_sink(
     worker = WorkerProcess(
         env=env, data_dir=tmp_path / "w", extra_env={"RETAIL_SINK_ENABLED": "false"}
     )
-    sink = SinkProcess(env, tmp_path / "sink")
+    sink = SinkProcess({**env, "RETAIL_SINK_METRICS_PORT": str(free_port())}, tmp_path / "sink")
     worker.start()
     sink.start()
     try:
@@ -84,6 +85,11 @@ def test_sink_process_kill9_mid_stream_each_event_once(
             )  # fmt: skip
 
         wait_for(caught_up, timeout=30, what="the sync view to show Postgres caught up")
+        # the sink's own /metrics: every ledger row it wrote, after the restart
+        port = sink.env["RETAIL_SINK_METRICS_PORT"]
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        rows = [ln for ln in text.splitlines() if ln.startswith("retail_sink_rows_total ")]
+        assert rows and float(rows[0].split()[1]) > 0, text[-1500:]
     assert "sink stopped" in _sink_log(sink)  # SIGTERM: the batch in hand, then a clean stop
 
 
