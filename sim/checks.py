@@ -150,7 +150,7 @@ class Sampler:
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while not self._stop.is_set():
                 await asyncio.sleep(self.interval_s)
-                keys = list(self.truth.history)
+                keys = self.truth.keys
                 if not keys:
                     continue
                 store, sku = keys[rng.randrange(len(keys))]
