@@ -40,7 +40,7 @@ def known_progress(view: ApiView, store_id: str) -> ProgressState:
     data = view.central.tables.progress.get(store_id)
     if not data:
         raise not_found("store", f"no event of store {store_id!r} has reached the centre")
-    return ProgressState.from_json(data)
+    return ProgressState.figures_from_json(data)
 
 
 def stock_figures(state: StockState, now_ms: int) -> dict[str, int]:
@@ -115,7 +115,7 @@ def item_answer(
         # already has them.
         raise recovering(f"store {store_id!r}")
     state = StockState.from_json(raw_state)
-    progress = ProgressState.from_json(raw_progress)
+    progress = ProgressState.figures_from_json(raw_progress)
     applied_seq, applied_above = reflected_seqs(state, progress.seqs)
     return {
         "store_id": store_id,

@@ -66,7 +66,7 @@ def local_sync_rows(central: Central) -> list[dict[str, Any]]:
     """Every store of this worker's active partitions (one progress key per store)."""
     now = time.time()
     return [
-        sync_row(central, str(store_id), ProgressState.from_json(value), now)
+        sync_row(central, str(store_id), ProgressState.figures_from_json(value), now)
         for store_id, value in local_items(central.tables.progress)
     ]
 

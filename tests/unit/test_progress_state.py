@@ -46,3 +46,19 @@ def test_reads_the_fingerprints_written_by_earlier_versions() -> None:
         5: id_hash("id-5") + "abc",
         6: id_hash("id-6") + "def",
     }
+
+
+def test_the_views_read_every_figure_but_none_of_the_dedupe_memory() -> None:
+    progress = ProgressState(duplicates=2, conflicts=1, events=7, last_recorded_at=1.5)
+    for seq in (1, 2, 4):
+        progress.seqs.add(seq)
+        progress.remember(seq, f"fp-{seq}")
+    progress.voided["sale-1"] = 2
+    stored = decode(encode(progress.to_json()))
+    full, figures = ProgressState.from_json(stored), ProgressState.figures_from_json(stored)
+    assert full.fingerprints and full.voided
+    assert not figures.fingerprints and not figures.voided
+    for name in ("duplicates", "conflicts", "events", "last_recorded_at", "durable_wm"):
+        assert getattr(figures, name) == getattr(full, name)
+    assert figures.seqs.to_json() == full.seqs.to_json()
+    assert (figures.seqs.watermark, figures.seqs.highest) == (2, 4)
