@@ -61,11 +61,15 @@ def spawn(
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
     user: str | None = None,
+    own_session: bool = True,
 ) -> subprocess.Popen[bytes]:
     """Start a service in its own process group, its output in ``log_path``.
 
     A fresh process group lets :func:`stop_process` take down the whole tree,
-    so a stopped stack leaves no orphans behind.
+    so a stopped stack leaves no orphans behind. ``own_session=False`` keeps
+    the caller's session: where the kernel groups sessions for scheduling
+    (``sched_autogroup_enabled``), such processes share the caller's CPU share
+    instead of each getting one of its own.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
@@ -77,7 +81,8 @@ def spawn(
             env=env,
             cwd=cwd,
             user=user,
-            start_new_session=True,
+            start_new_session=own_session,
+            process_group=None if own_session else 0,
         )
 
 

@@ -184,18 +184,6 @@ class SinkProcess(Killable):
         )
 
 
-def lower_autogroup(pid: int, nice: int) -> None:
-    """Give the process's scheduling autogroup the niceness ``nice``.
-
-    Every process spawned here starts its own session, and where the kernel
-    groups sessions for scheduling (``sched_autogroup_enabled``, the default on
-    desktop and many server kernels) a process's own nice value only ranks it
-    inside its session: between sessions only the group's nice counts.
-    """
-    with contextlib.suppress(OSError):
-        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
-
-
 @dataclass
 class Outlet(Killable):
     """``python -m outlet_agent run`` for one store (or :mod:`sim.skewed` with a clock skew)."""
@@ -206,7 +194,9 @@ class Outlet(Killable):
     port: int = field(default_factory=free_port)
     clock_skew_s: float = 0.0
     #: scheduling niceness: the agents stand for the stores' own machines, so on
-    #: one shared box they must not take the CPU the centre needs (see Cluster)
+    #: one shared box they must not take the CPU the centre needs (see Cluster);
+    #: they stay in the simulator's session, so all of them together weigh what
+    #: one process of the centre does (see Cluster.outlet_nice)
     nice: int = 0
     token: str = ""
     proc: subprocess.Popen[bytes] | None = None
@@ -252,9 +242,13 @@ class Outlet(Killable):
             argv = [sys.executable, "-m", "sim.skewed", str(self.clock_skew_s), "run"]
         if self.nice:
             argv = ["nice", "-n", str(self.nice), *argv]
-        self.proc = spawn(argv, log_path=self.data_dir / "agent.log", env=self._env(), cwd=ROOT)
-        if self.nice:
-            lower_autogroup(self.proc.pid, self.nice)
+        self.proc = spawn(
+            argv,
+            log_path=self.data_dir / "agent.log",
+            env=self._env(),
+            cwd=ROOT,
+            own_session=False,
+        )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         def ready() -> bool:
@@ -303,6 +297,13 @@ class Cluster:
     #: lowest: at 10, twenty agents replaying a backlog still took a fifth of
     #: the box from the worker applying it (a 24k-event drain measured
     #: 2,300-2,700 events/s at 10 and 3,460 at 19).
+    #:
+    #: Where the kernel schedules sessions as groups (``sched_autogroup``), a
+    #: niceness only ranks processes inside their session. The agents used to
+    #: start a session each, so a hundred of them at 19 still weighed half as
+    #: much again as the worker, and took 0.45-0.5 of a core from it while it
+    #: drained a backlog. They now stay in the simulator's session (the tills):
+    #: together, the store side weighs what one process of the centre does.
     outlet_nice: int = 19
     #: the Postgres sink as its own process (``python -m sink run``), as in
     #: production, rather than an agent sharing each worker's one CPU

@@ -216,7 +216,9 @@ class Injector:
                 in_pg = await self._in_postgres(stores)
                 if all(in_pg.get(s, 0) >= target[s] for s in stores):
                     pg_s = time.time() - restored
-            await asyncio.sleep(0.25)
+            # twice a second: each look reads every store's progress on the
+            # worker that is draining, and the times are late by at most this
+            await asyncio.sleep(0.5)
         took = max(centre_s or time.time() - restored, 1e-3)
         took_pg = max(pg_s or time.time() - restored, 1e-3)
         return {
