@@ -10,7 +10,11 @@ Faust's own ``_on_changelog_sent`` would (so recovery reads only what is new).
 Tansu on memory storage answers ListOffsets (``end_offsets``) with the base
 offset of a partition's *last record batch* plus one, so the records after the
 first one of a multi-record batch sit beyond it. So each flush ends every
-partition with a one-record batch: that answer is then exact for any reader.
+changelog partition with a one-record batch: that answer is then exact for any
+reader. The other topics written here (applied, transfers, dead letters) go as
+one batch per partition: their readers follow committed offsets and never ask
+for the end, and Tansu lists every batch of a partition for every fetch that
+finds data, so each extra batch costs it CPU for the rest of the run.
 On S3 storage it is not (the first batch of the last whole second wins, see
 ``app/changelog_ends.py``), so Faust's recovery does not rely on it: it reads
 each changelog to its last record. On Apache Kafka the tail costs one extra
@@ -71,6 +75,8 @@ class BulkProducer:
         self._producer_obj: AIOKafkaProducer | None = None
         self._pending: Pending = defaultdict(list)
         self._partitions: dict[str, list[int]] = {}
+        #: topics queued through :meth:`extend` (the changelogs): a one-record tail
+        self._exact_ends: set[str] = set()
         self._started = False
         #: TEST ONLY: this producer carries the apply flush's freeze point (app/faults.py)
         self.freeze_points = freeze_points
@@ -99,7 +105,8 @@ class BulkProducer:
         self._pending[(topic, partition)].append((key, value))
 
     def extend(self, topic: str, partition: int, records: list[tuple[bytes, bytes]]) -> None:
-        """Queue many records for one partition."""
+        """Queue many records for one partition of a changelog (sent with an exact end)."""
+        self._exact_ends.add(topic)
         self._pending[(topic, partition)].extend(records)
 
     def __len__(self) -> int:
@@ -150,8 +157,12 @@ class BulkProducer:
         """Send each partition's records; return its last offset once all are acknowledged."""
         sends: list[tuple[tuple[str, int], int, asyncio.Future[Any]]] = []
         for (topic, partition), all_records in groups:
-            # everything but the last record, then the last one alone (see above)
-            for records in (all_records[:-1], all_records[-1:]):
+            if topic in self._exact_ends:
+                # everything but the last record, then the last one alone (see above)
+                parts = [all_records[:-1], all_records[-1:]]
+            else:
+                parts = [all_records]
+            for records in parts:
                 if records:
                     sends += await self._send(topic, partition, records)
         last: dict[tuple[str, int], int] = {}

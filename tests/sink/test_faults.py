@@ -170,13 +170,16 @@ def test_postgres_outage_under_load_everything_arrives_once(
 
 
 async def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """The exact ends: Tansu's ListOffsets stops at the last batch's first record."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from app.changelog_ends import exact_end_offsets
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
         parts = consumer.partitions_for_topic(topic) or set()
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+        ends = await exact_end_offsets(consumer, [TopicPartition(topic, p) for p in parts])
         return {tp.partition: off for tp, off in ends.items()}
     finally:
         await consumer.stop()
