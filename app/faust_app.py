@@ -24,6 +24,7 @@ from app import faults
 from app.changelog_ends import install as read_changelogs_to_their_end
 from app.consumer_tuning import set_fetch_max_wait
 from app.fatal import exit_for_replay
+from app.gc_tuning import tune_collector
 from app.logging_setup import quiet_libraries
 from app.rebalance_fixes import install as keep_records_across_rebalances
 from app.rejoin import dead_member, member_file, remember_member
@@ -229,6 +230,10 @@ def build(settings: Settings) -> Central:
         # another worker may now own some of our keys: finish the group in
         # hand (no late writes to a revoked partition), then reread the tables
         await applier.reset_when_idle()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def settle_collector() -> None:
+        tune_collector()  # app/gc_tuning.py: GC was 15 % of the worker's CPU
 
     @app.task  # type: ignore[untyped-decorator]
     async def prepare_producer() -> None:
