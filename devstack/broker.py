@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devstack.process import (
+    Killable,
     StackError,
     free_port,
-    kill_process,
     port_answers,
     spawn,
-    stop_process,
     wait_until,
 )
 from devstack.s3 import MotoServer
@@ -47,8 +46,9 @@ def tansu_binary() -> Path:
 
 
 @dataclass
-class TansuBroker:
-    """One Tansu broker on a loopback port."""
+class TansuBroker(Killable):
+    """One Tansu broker on a loopback port; ``kill`` is a kill -9 (only persistent
+    storage keeps the records), ``stop`` a SIGTERM."""
 
     data_dir: Path
     port: int = 0
@@ -106,17 +106,6 @@ class TansuBroker:
         if self.proc is not None and self.proc.poll() is not None:
             raise StackError(f"Tansu exited with {self.proc.returncode}; see {self.log_path}")
         return port_answers(self.port, self.host)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
-
-    def kill(self) -> None:
-        """kill -9 the broker (only persistent storage keeps the records)."""
-        if self.proc is not None:
-            kill_process(self.proc)
-            self.proc = None
 
     def close(self) -> None:
         self.stop()

@@ -16,13 +16,13 @@ import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from devstack.process import (
+    Killable,
     StackError,
     free_port,
-    kill_process,
     spawn,
-    stop_process,
     wait_until,
 )
 
@@ -78,11 +78,13 @@ def _make_binaries_runnable(bin_dir: Path) -> None:
 
 
 @dataclass
-class EmbeddedPostgres:
+class EmbeddedPostgres(Killable):
     data_dir: Path
     port: int = 0
     host: str = "127.0.0.1"
     proc: subprocess.Popen[bytes] | None = None
+    #: a shutdown checkpoint may take a while after a busy run
+    stop_timeout_s: ClassVar[float] = 20.0
 
     @property
     def pgdata(self) -> Path:
@@ -150,13 +152,3 @@ class EmbeddedPostgres:
             check=False,
         )
         return result.returncode == 0
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, timeout=20)
-            self.proc = None
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            kill_process(self.proc)
-            self.proc = None
