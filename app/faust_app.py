@@ -233,7 +233,7 @@ def build(settings: Settings) -> Central:
 
     @app.task  # type: ignore[untyped-decorator]
     async def settle_collector() -> None:
-        tune_collector()  # app/gc_tuning.py: GC was 15 % of the worker's CPU
+        tune_collector()  # app/gc_tuning.py: GC was 11-15 % of the worker's CPU
 
     @app.task  # type: ignore[untyped-decorator]
     async def prepare_producer() -> None:

@@ -33,8 +33,7 @@ def test_freezes_what_is_loaded_and_still_collects_new_cycles(restored_collector
     a.other, b.other = b, a
     gone = weakref.ref(a)
     del a, b
-    kept: list[list[int]] = [
-        [] for _ in range(YOUNG + 1)
-    ]  # enough new tracked objects for a collection
+    # enough new tracked objects to trigger a young collection
+    kept: list[list[int]] = [[] for _ in range(YOUNG + 1)]
     assert gone() is None
     assert len(kept) == YOUNG + 1
