@@ -206,19 +206,27 @@ class Injector:
         centre_s: float | None = None
         pg_s: float | None = None
         peak_rss = 0.0
-        while time.monotonic() < deadline and (centre_s is None or pg_s is None):
-            peak_rss = max(peak_rss, self.cluster.worker_rss_mb())
-            if centre_s is None:
-                now = await self._applied(stores)
-                if all(now[s] >= target[s] for s in stores):
-                    centre_s = time.time() - restored
-            if pg_s is None:
-                in_pg = await self._in_postgres(stores)
-                if all(in_pg.get(s, 0) >= target[s] for s in stores):
-                    pg_s = time.time() - restored
-            # twice a second: each look reads every store's progress on the
-            # worker that is draining, and the times are late by at most this
-            await asyncio.sleep(0.5)
+        # one connection for the whole drain, not one per look (a PostgreSQL
+        # backend started twice a second on the box being measured)
+        pool = await asyncpg.create_pool(
+            self.cluster.database_url, min_size=0, max_size=1, timeout=5
+        )
+        try:
+            while time.monotonic() < deadline and (centre_s is None or pg_s is None):
+                peak_rss = max(peak_rss, self.cluster.worker_rss_mb())
+                if centre_s is None:
+                    now = await self._applied(stores)
+                    if all(now[s] >= target[s] for s in stores):
+                        centre_s = time.time() - restored
+                if pg_s is None:
+                    in_pg = await self._in_postgres(stores, pool)
+                    if all(in_pg.get(s, 0) >= target[s] for s in stores):
+                        pg_s = time.time() - restored
+                # twice a second: each look reads every store's progress on the
+                # worker that is draining, and the times are late by at most this
+                await asyncio.sleep(0.5)
+        finally:
+            await pool.close()
         took = max(centre_s or time.time() - restored, 1e-3)
         took_pg = max(pg_s or time.time() - restored, 1e-3)
         return {
@@ -230,20 +238,17 @@ class Injector:
             "drain_peak_worker_rss_mb": round(peak_rss),
         }
 
-    async def _in_postgres(self, stores: list[str]) -> dict[str, int]:
+    async def _in_postgres(self, stores: list[str], pool: asyncpg.Pool) -> dict[str, int]:
         """The seq PostgreSQL has applied per store (``outlet_sync``); {} while unreadable."""
         try:
-            conn = await asyncpg.connect(self.cluster.database_url, timeout=5)
-        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-            log.debug("Postgres unreadable: %r", exc)
-            return {}
-        try:
-            rows = await conn.fetch(
+            rows = await pool.fetch(
                 "SELECT store_id, applied_seq FROM outlet_sync WHERE store_id = ANY($1::text[])",
                 stores,
+                timeout=5,
             )
-        finally:
-            await conn.close()
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.debug("Postgres unreadable: %r", exc)
+            return {}
         return {r["store_id"]: int(r["applied_seq"]) for r in rows}
 
     async def _duplicate(self, n: int) -> int:
