@@ -98,7 +98,12 @@ class StartAfterPostgres(ConsumerRebalanceListener):  # type: ignore[misc]
                 committed_offsets(self.settings, assigned), CONNECT_TIMEOUT_S
             )
         except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-            log.warning("sink_offsets unreadable (%r): starting from the group's offsets", exc)
+            log.warning(
+                "assigned %d partitions; sink_offsets unreadable (%r): starting from the group's"
+                " offsets",
+                len(assigned),
+                exc,
+            )
             return
         for tp, offset in offsets.items():
             self.consumer.seek(tp, offset + 1)

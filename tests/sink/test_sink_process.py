@@ -66,9 +66,12 @@ def test_sink_process_kill9_mid_stream_each_event_once(
     with worker_and_sink(app_env, tmp_path) as (worker, sink):
         events = history(["S1", "S2", "S3"], 900, seed=11)
         expected = ledger_lines(events)
-        load = PacedProducer(stack.broker.bootstrap, topic, events, 60, 0.2)
+        # the load starts once the sink holds its partitions and lasts ~6 s, so
+        # a slow start cannot leave the whole history to one first batch
+        wait_for(lambda: "assigned" in _sink_log(sink), timeout=60, what="the sink's partitions")
+        load = PacedProducer(stack.broker.bootstrap, topic, events, 30, 0.2)
         load.start()
-        wait_for(lambda: ledger_count(dsn) > 300, timeout=60, what="first rows from the sink")
+        wait_for(lambda: ledger_count(dsn) > 100, timeout=60, what="first rows from the sink")
         sink.kill()
         assert ledger_count(dsn) < expected, "the kill came too late to be mid-stream"
         sink.start()
