@@ -24,6 +24,7 @@ from app import faults
 from app.changelog_ends import install as read_changelogs_to_their_end
 from app.consumer_tuning import set_fetch_max_wait
 from app.fatal import exit_for_replay
+from app.fetch_holes import install as read_no_hole
 from app.gc_tuning import tune_collector
 from app.logging_setup import quiet_libraries
 from app.rebalance_fixes import install as keep_records_across_rebalances
@@ -86,6 +87,7 @@ def make_faust_app(settings: Settings) -> faust.App:
     )
     read_changelogs_to_their_end()  # recovery's high watermarks: the last record (Tansu)
     keep_records_across_rebalances()  # Faust drops records around rebalances (issue 9)
+    read_no_hole(settings.fetch_hole_wait_s)  # Tansu can show a batch before an earlier one
     worker_dir = settings.data_dir / "worker"
     worker_dir.mkdir(parents=True, exist_ok=True)
     return faust.App(

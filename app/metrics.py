@@ -25,6 +25,12 @@ APPLY_LAG = Histogram(
 BATCH_SECONDS = Histogram(
     "retail_apply_batch_seconds", "Time to apply and flush one batch", registry=REGISTRY
 )
+FETCH_HOLES = Counter(
+    "retail_fetch_holes_total",
+    "Fetched batches that skipped offsets: seen (fetched again), filled, read_past (lost)",
+    ["outcome"],
+    registry=REGISTRY,
+)
 SINK_ROWS = Counter("retail_sink_rows_total", "Ledger rows written to Postgres", registry=REGISTRY)
 SINK_LAG = Histogram(
     "retail_sink_lag_seconds",

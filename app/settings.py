@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     #: Longest a consumer fetch waits at the broker for data (Faust's own 1.5 s
     #: added ~0.5 s of sync lag on Tansu; see app/consumer_tuning.py).
     consumer_fetch_max_wait_ms: int = Field(default=50, ge=1)
+    #: How long a consumer waits for a hole in a partition's offsets to fill
+    #: before reading past it (app/fetch_holes.py); 0 reads past at once.
+    fetch_hole_wait_s: float = Field(default=5.0, ge=0)
     #: RocksDB memory per table partition (Faust's defaults, 64 MB memtables x3
     #: and a 2 GB block cache, would not fit 8 tables x 8 partitions in 1 GB)
     rocksdb_write_buffer_mb: int = Field(default=1, ge=1)

@@ -37,6 +37,7 @@ from prometheus_client import start_http_server
 
 from agents.sink import CONNECT_TIMEOUT_S, PostgresSink
 from app import metrics
+from app.fetch_holes import install as read_no_hole
 from app.security import aiokafka_security
 from app.settings import Settings
 
@@ -111,6 +112,7 @@ class StartAfterPostgres(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 def make_consumer(settings: Settings) -> AIOKafkaConsumer:
+    read_no_hole(settings.fetch_hole_wait_s)  # Tansu can show a batch before an earlier one
     return AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
         group_id=group_id(settings),
