@@ -39,6 +39,22 @@ CHUNK_EVENTS = 2000
 GROUP_EVENTS = 5_000
 
 
+@dataclass(slots=True)
+class BatchRows:
+    """Per store, what a batch writes for the stock and sales keys it changed."""
+
+    #: key -> stock table value
+    values: defaultdict[str, dict[str, Any]] = field(default_factory=lambda: defaultdict(dict))
+    #: key -> alert record, for the keys whose alert changed (or was replayed)
+    alerts: defaultdict[str, dict[str, Any]] = field(default_factory=lambda: defaultdict(dict))
+    #: the sink's ``stock_levels`` rows
+    snapshots: defaultdict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    #: (store, minute) key -> sales bucket
+    sales: defaultdict[str, dict[str, Any]] = field(default_factory=lambda: defaultdict(dict))
+
+
 @dataclass
 class Applier:
     settings: Settings
@@ -133,8 +149,9 @@ class Applier:
             await asyncio.sleep(0)  # keep the web views answering during a big batch
         finish_batch(outcome, self.cache)
         outcome.touched_progress |= confirmed
-        self._write_state(outcome, store_event)
-        self._send_outputs(outcome, store_event, dead, now)
+        rows = self._rows(outcome, now)
+        self._write_state(outcome, store_event, rows)
+        self._send_outputs(outcome, store_event, dead, now, rows)
         self.cache.trim()  # only now: every changed value has been serialized
         generation = self._generation
         if faults.ARMED:  # TEST ONLY (app/faults.py)
@@ -187,62 +204,74 @@ class Applier:
         self._unconfirmed.clear()
         self._store_record.clear()
 
-    def _write_state(self, outcome: BatchOutcome, store_event: dict[str, Any]) -> None:
-        self._write_alerts(outcome, store_event)  # first: it records the alert in the value
-        by_store: dict[str, dict[str, Any]] = defaultdict(dict)
-        for key in outcome.touched_stock:
-            by_store[split_key(key)[0]][key] = self.cache.stock(key).to_json()
-        for store_id, items in by_store.items():
-            self.writer.set(self.tables.stock, store_event[store_id], items)
+    def _write_state(
+        self, outcome: BatchOutcome, store_event: dict[str, Any], rows: BatchRows
+    ) -> None:
+        for store_id, alerts in rows.alerts.items():
+            self.writer.set(self.tables.alerts, store_event[store_id], alerts)
+        for store_id, values in rows.values.items():
+            self.writer.set(self.tables.stock, store_event[store_id], values)
         for store_id in outcome.touched_progress:
             self.writer.set(
                 self.tables.progress,
                 self._store_record[store_id],
                 {store_id: self.cache.progress(store_id).to_json()},
             )
-        sales_by_store: dict[str, dict[str, Any]] = defaultdict(dict)
-        for skey in outcome.touched_sales:
-            sales_by_store[split_key(skey)[0]][skey] = self.cache.sales(skey)
-        for store_id, items in sales_by_store.items():
-            self.writer.set(self.tables.sales, store_event[store_id], items)
+        for store_id, buckets in rows.sales.items():
+            self.writer.set(self.tables.sales, store_event[store_id], buckets)
         res_by_store: dict[str, dict[str, Any]] = defaultdict(dict)
         for rkey in outcome.touched_reservations:
             res_by_store[split_key(rkey)[0]][rkey] = dict(self.cache.reservation(rkey))
         for store_id, items in res_by_store.items():
             self.writer.set(self.tables.reservations, store_event[store_id], items)
 
-    def _write_alerts(self, outcome: BatchOutcome, store_event: dict[str, Any]) -> None:
-        """SPEC rule 5: negative (and low) stock raises an alert; recovery clears it.
+    def _rows(self, outcome: BatchOutcome, now: float) -> BatchRows:
+        """One pass over the keys a batch changed: table values, alerts, the sink's rows.
 
+        SPEC rule 5: negative (and low) stock raises an alert; recovery clears it.
         An alert record is written when it changes (raised, changed kind,
         cleared), not each time its key moves: the view reads the current
         on_hand from the stock table. The stock value remembers the last alert
         written for it (``"cleared:<kind>"`` once cleared), in the same record
         as the seqs it reflects, so a replay that finds its seqs already
-        applied writes that alert again, in case the crash lost it.
+        applied writes that alert again, in case the crash lost it. So the
+        alert is decided before the value is serialized.
         """
         threshold = self.settings.low_stock_threshold
-        by_store: dict[str, dict[str, Any]] = defaultdict(dict)
-        now = time.time()
+        now_ms = int(now * 1000)
+        rows = BatchRows()
         for key in outcome.touched_stock:
-            state = self.cache.stock(key)
-            kind = alert_for(state.on_hand, threshold)
-            before, after = state.alert, alert_note(state.alert, kind)
-            if after is None or (after == before and key not in outcome.replayed_stock):
-                continue
             store_id, sku = split_key(key)
-            by_store[store_id][key] = {
-                "store_id": store_id,
-                "sku": sku,
-                "kind": kind or after.removeprefix(CLEARED),
-                "on_hand": state.on_hand,
-                "threshold": threshold,
-                "active": kind is not None,
-                "at": now,
-            }
-            state.alert = after
-        for store_id, items in by_store.items():
-            self.writer.set(self.tables.alerts, store_event[store_id], items)
+            state = self.cache.stock(key)
+            on_hand = state.on_hand
+            kind = alert_for(on_hand, threshold)
+            before, after = state.alert, alert_note(state.alert, kind)
+            if after is not None and (after != before or key in outcome.replayed_stock):
+                rows.alerts[store_id][key] = {
+                    "store_id": store_id,
+                    "sku": sku,
+                    "kind": kind or after.removeprefix(CLEARED),
+                    "on_hand": on_hand,
+                    "threshold": threshold,
+                    "active": kind is not None,
+                    "at": now,
+                }
+                state.alert = after
+            rows.values[store_id][key] = state.to_json()
+            rows.snapshots[store_id].append(
+                {
+                    "store_id": store_id,
+                    "sku": sku,
+                    "on_hand": on_hand,
+                    "reserved": state.reserved(now_ms),
+                    "applied_seq": state.applied_seq,
+                    "ver": state.ver,
+                    "updated_at": now,
+                }
+            )
+        for skey in outcome.touched_sales:
+            rows.sales[split_key(skey)[0]][skey] = self.cache.sales(skey)
+        return rows
 
     def _send_outputs(
         self,
@@ -250,6 +279,7 @@ class Applier:
         store_event: dict[str, Any],
         dead: list[tuple[str, DeadLetter, Any]],
         now: float,
+        rows: BatchRows,
     ) -> None:
         # dead letters: invalid records (keyed by their source coordinates) and
         # conflicts (keyed by the event), to the topic and the table
@@ -277,35 +307,20 @@ class Applier:
         ledger_by_store: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for row in outcome.ledger:
             ledger_by_store[row["store_id"]].append(row)
-        stock_by_store: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for key in outcome.touched_stock:
-            store_id, sku = split_key(key)
-            state = self.cache.stock(key)
-            snapshot = {
-                "store_id": store_id,
-                "sku": sku,
-                "on_hand": state.on_hand,
-                "reserved": state.reserved(int(now * 1000)),
-                "applied_seq": state.applied_seq,
-                "ver": state.ver,
-                "updated_at": now,
-            }
-            stock_by_store[store_id].append(snapshot)
         for store_id in outcome.touched_progress:
             progress = self.cache.progress(store_id)
             sales = [
                 {
                     "store_id": store_id,
                     "minute": split_key(k)[1],
-                    **_sales_figures(self.cache.sales(k)),
+                    **_sales_figures(bucket),
                 }
-                for k in outcome.touched_sales
-                if split_key(k)[0] == store_id
+                for k, bucket in rows.sales.get(store_id, {}).items()
             ]
             record = {
                 "store_id": store_id,
                 "ledger": ledger_by_store.get(store_id, []),
-                "stock": stock_by_store.get(store_id, []),
+                "stock": rows.snapshots.get(store_id, []),
                 "sales": sales,
                 "progress": {
                     "store_id": store_id,

@@ -29,52 +29,49 @@ def test_alert_note(before: str | None, kind: str | None, after: str | None) -> 
     assert alert_note(before, kind) == after
 
 
-class Writes:
-    """Stands in for the BatchWriter: records what would be written to the alerts table."""
-
-    def __init__(self) -> None:
-        self.items: dict[str, Any] = {}
-
-    def set(self, table: Any, record: Any, items: dict[str, Any]) -> None:
-        self.items.update(items)
-
-
-def applier_with(stock: dict[str, StockState], writes: Writes) -> Applier:
+def applier_with(stock: dict[str, StockState]) -> Applier:
     return Applier(
         settings=SimpleNamespace(low_stock_threshold=0),  # type: ignore[arg-type]
         topics=None,  # type: ignore[arg-type]
-        tables=SimpleNamespace(alerts="alerts"),  # type: ignore[arg-type]
+        tables=None,  # type: ignore[arg-type]
         cache=SimpleNamespace(stock=stock.__getitem__),  # type: ignore[arg-type]
         reservations=None,  # type: ignore[arg-type]
-        writer=writes,  # type: ignore[arg-type]
+        writer=None,  # type: ignore[arg-type]
     )
+
+
+def alerts_written(applier: Applier, outcome: BatchOutcome) -> dict[str, Any]:
+    """The alert records a batch with this outcome writes (store S1's)."""
+    return dict(applier._rows(outcome, now=0.0).alerts.get("S1", {}))
 
 
 def test_written_on_change_and_on_replay_only() -> None:
     key = stock_key("S1", "SKU-1")
     state = StockState(on_hand=-1)
-    writes = Writes()
-    applier = applier_with({key: state}, writes)
+    applier = applier_with({key: state})
     outcome = BatchOutcome(touched_stock={key})
 
-    applier._write_alerts(outcome, {"S1": object()})
-    assert writes.items[key]["kind"] == "negative" and writes.items[key]["active"]
+    written = alerts_written(applier, outcome)
+    assert written[key]["kind"] == "negative" and written[key]["active"]
     assert state.alert == "negative"
 
-    writes.items.clear()
     state.on_hand = -2  # still negative: the record stands, the view reads on_hand
-    applier._write_alerts(outcome, {"S1": object()})
-    assert writes.items == {}
+    assert alerts_written(applier, outcome) == {}
 
     outcome.replayed_stock.add(key)  # a replay: the crash may have lost the record
-    applier._write_alerts(outcome, {"S1": object()})
-    assert writes.items[key]["kind"] == "negative"
+    assert alerts_written(applier, outcome)[key]["kind"] == "negative"
 
-    writes.items.clear()
     state.on_hand = 3
-    applier._write_alerts(BatchOutcome(touched_stock={key}), {"S1": object()})
-    assert writes.items[key] | {"at": 0} == {
+    assert alerts_written(applier, BatchOutcome(touched_stock={key}))[key] == {
         "store_id": "S1", "sku": "SKU-1", "kind": "negative", "on_hand": 3,
-        "threshold": 0, "active": False, "at": 0,
+        "threshold": 0, "active": False, "at": 0.0,
     }  # fmt: skip
     assert state.alert == "cleared:negative"
+
+
+def test_the_value_written_carries_the_alert_decided_in_the_same_batch() -> None:
+    """A replay finds the alert in the value: it must be set before the value is serialized."""
+    key = stock_key("S1", "SKU-1")
+    state = StockState(on_hand=-1)
+    rows = applier_with({key: state})._rows(BatchOutcome(touched_stock={key}), now=0.0)
+    assert StockState.from_json(rows.values["S1"][key]).alert == "negative"
