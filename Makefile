@@ -60,7 +60,7 @@ chaos:  ## chain simulator + one of each fault (S3 broker); pass/fail per check,
 	$(BIN)/python -m sim chaos $(SIM_ARGS)
 
 .PHONY: bench
-bench:  ## the full benchmark (100 stores, 1,000 events/s, memory broker): bench/results/report.*; JSON last line
+bench:  ## the full benchmark (100 stores, 1,010 events/s offered, memory broker): bench/results/report.*; JSON last line
 	$(BIN)/python -m sim bench $(SIM_ARGS)
 
 .PHONY: clean

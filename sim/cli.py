@@ -39,8 +39,11 @@ def _parser() -> argparse.ArgumentParser:
         # tills every 2 s): at 5, a hundred agents' per-request cost (~4 ms of
         # CPU each) took a whole core of the two the centre shares with them
         # 13 minutes: the steady window, the 5-minute outage and its drain,
-        # then the other faults (sim.faults.bench_schedule)
-        ("bench", 100, 20000, 1000.0, 780.0, 20),
+        # then the other faults (sim.faults.bench_schedule). 1 % above the
+        # target: a till loop behind its schedule when the window closes
+        # leaves its due sales unposted, so at exactly 1,000 offered the
+        # accepted rate read 997.8-1,002.5 over runs 6-9
+        ("bench", 100, 20000, 1010.0, 780.0, 20),
     ):
         cmd = sub.add_parser(name)
         cmd.add_argument("--stores", type=int, default=stores)
