@@ -87,8 +87,9 @@ def test_kill9_mid_batch_each_event_once(
     load.finish()
     restart(worker)
     # 2nd kill: under load again, as soon as the new worker commits (paced
-    # slower than the worker applies, so the kill lands before the end)
-    load = PacedProducer(stack.broker.bootstrap, topic, events[half:], 40, 0.2)
+    # slower than the worker applies, and ~6 s long, longer than a rejoin
+    # after kill -9, so the kill lands before the end)
+    load = PacedProducer(stack.broker.bootstrap, topic, events[half:], 20, 0.2)
     load.start()
     seen = ledger_count(dsn)
     wait_for(lambda: rows_above(seen + 100), timeout=60, what="rows after restart", interval=0.02)
