@@ -79,9 +79,14 @@ async def committed_offsets(
 class StartAfterPostgres(ConsumerRebalanceListener):  # type: ignore[misc]
     """Seek each newly assigned partition to just after what PostgreSQL has.
 
-    Only a shortcut: if PostgreSQL cannot be asked now, the partition starts at
-    the group's committed offset (or the beginning), and the writer skips the
-    records PostgreSQL already has.
+    PostgreSQL is the record of what was written (``sink_offsets`` commits in
+    the same transaction as the rows), so a partition it holds nothing of starts
+    from its beginning, not from the group's committed offset: a database
+    restored empty, or replaced, is filled again rather than left short.
+
+    If PostgreSQL cannot be asked now, the partition starts at the group's
+    committed offset (or the beginning), and the writer skips the records
+    PostgreSQL already has.
     """
 
     def __init__(self, settings: Settings, consumer: AIOKafkaConsumer) -> None:
@@ -98,6 +103,8 @@ class StartAfterPostgres(ConsumerRebalanceListener):  # type: ignore[misc]
             offsets = await asyncio.wait_for(
                 committed_offsets(self.settings, assigned), CONNECT_TIMEOUT_S
             )
+        except asyncpg.UndefinedTableError:
+            offsets = {}  # a database the sink has not migrated yet holds nothing
         except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
             log.warning(
                 "assigned %d partitions; sink_offsets unreadable (%r): starting from the group's"
@@ -108,7 +115,20 @@ class StartAfterPostgres(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         for tp, offset in offsets.items():
             self.consumer.seek(tp, offset + 1)
-        log.info("assigned %d partitions; %d start after sink_offsets", len(assigned), len(offsets))
+        unwritten = [tp for tp in assigned if tp not in offsets]
+        if unwritten:
+            try:
+                firsts = await self.consumer.beginning_offsets(unwritten)
+            except KafkaError as exc:
+                log.warning("beginning offsets unreadable (%r): the group's offsets", exc)
+                firsts = {}
+            for tp, first in firsts.items():
+                self.consumer.seek(tp, first)
+        log.info(
+            "assigned %d partitions; %d start after sink_offsets, %d from their beginning"
+            " (nothing of them in PostgreSQL)",
+            len(assigned), len(offsets), len(unwritten),
+        )  # fmt: skip
 
 
 def make_consumer(settings: Settings) -> AIOKafkaConsumer:

@@ -4,7 +4,9 @@
   line once and reconcile is clean (the same promise as the in-worker sink);
 - moving the sink out of a worker (a new consumer group) starts each partition
   after what PostgreSQL already has, rather than from the beginning;
-- the worker's sync view still shows the Postgres side, read from PostgreSQL.
+- the worker's sync view still shows the Postgres side, read from PostgreSQL;
+- a database restored empty is filled again from the topics' beginning, though
+  the sink's consumer group has committed past everything.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ from devstack import DevStack
 from devstack.process import free_port
 from sim.cluster import SinkProcess
 from tests.helpers import WorkerProcess, wait_for
-from tests.sink.conftest import history, ledger_count, ledger_lines, produce_fast, wait_converged
+from tests.sink.conftest import (
+    history,
+    ledger_count,
+    ledger_lines,
+    pg,
+    produce_fast,
+    wait_converged,
+)
 from tests.sink.test_faults import PacedProducer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -124,3 +133,23 @@ def test_moving_the_sink_out_of_the_worker_rereads_nothing(
     assert assigned, text[-2000:]
     # every partition that had records for the old sink starts after them
     assert not any(" 0 start after" in ln for ln in assigned), assigned
+
+
+def test_a_database_restored_empty_is_filled_again(
+    stack: DevStack, app_env: dict[str, str], tmp_path: Path
+) -> None:
+    dsn = app_env["RETAIL_DATABASE_URL"]
+    events = history(["S1", "S2"], 300, seed=14)
+    with worker_and_sink(app_env, tmp_path) as (_, sink):
+        asyncio.run(produce_fast(stack.broker.bootstrap, app_env["RETAIL_EVENTS_TOPIC"], events))
+        wait_converged(app_env, ledger_lines(events))
+        sink.stop()  # its group has committed every offset it wrote
+        # the database comes back from an empty backup: rows and sink_offsets gone
+        pg(
+            dsn,
+            "TRUNCATE ledger, stock_levels, outlet_sync, dead_letters, sales_minute, sink_offsets",
+        )
+        assert ledger_count(dsn) == 0
+        sink.start()
+        wait_converged(app_env, ledger_lines(events))
+    assert " from their beginning" in _sink_log(sink)
