@@ -103,8 +103,6 @@ class UpToTheHole:
     def has_next(self) -> bool:
         if self._next is None and not self._stopped and self._records.has_next():
             batch = self._records.next_batch()
-            if batch is None:
-                return False
             base = batch.base_offset
             if base > self._expected and not self._watch.passable(self._tp, self._expected, base):
                 self._stopped = True  # the partition is fetched again from _expected

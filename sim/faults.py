@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from agents.sink import RETRIABLE
 from sim.cluster import Cluster
 
 log = logging.getLogger("sim.faults")
@@ -246,7 +247,7 @@ class Injector:
                 stores,
                 timeout=5,
             )
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except RETRIABLE as exc:
             log.debug("Postgres unreadable: %r", exc)
             return {}
         return {r["store_id"]: int(r["applied_seq"]) for r in rows}

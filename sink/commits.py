@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from agents.sink import RETRIABLE
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,16 +32,6 @@ LEFT JOIN LATERAL (
     ORDER BY l.outlet_seq DESC LIMIT 1
 ) newest ON true
 """
-
-
-#: PostgreSQL down, restarting or unreachable: the figures age until it is back
-UNREADABLE = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.InternalClientError,  # shut down while a query was being read
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +63,7 @@ class PostgresCommits:
             # An exception here would end Faust's timer, and with it the worker:
             # ``make bench`` run 8 lost a worker to asyncpg's InternalClientError
             # ("cannot switch to state 12") as PostgreSQL shut down mid-query.
-            expected = isinstance(exc, UNREADABLE)
+            expected = isinstance(exc, RETRIABLE)  # PostgreSQL down or restarting
             log.log(logging.DEBUG if expected else logging.WARNING,
                     "Postgres commits unreadable: %r", exc)  # fmt: skip
             if self._conn is not None:

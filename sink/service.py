@@ -132,7 +132,6 @@ class StartAfterPostgres(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 def make_consumer(settings: Settings) -> AIOKafkaConsumer:
-    read_no_hole(settings.fetch_hole_wait_s)  # Tansu can show a batch before an earlier one
     return AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
         group_id=group_id(settings),
@@ -156,6 +155,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     if settings.sink_metrics_port:
         # the retail_sink_* metrics a worker's /metrics shows when the sink runs inside it
         start_http_server(settings.sink_metrics_port, settings.web_host, registry=metrics.REGISTRY)
+    read_no_hole(settings.fetch_hole_wait_s)  # Tansu can show a batch before an earlier one
     consumer = make_consumer(settings)
     await consumer.start()
     if not await _wait_for_applied_topic(consumer, settings, stop):

@@ -17,10 +17,9 @@ from collections import Counter
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app import fetch_holes, metrics
-from devstack.stack import DevStack
+from devstack.stack import DevStack, create_topics
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -70,12 +69,7 @@ async def _tail(
 
 async def _race(bootstrap: str) -> tuple[set[str], Counter[str]]:
     topic = f"holes-{uuid.uuid4().hex[:6]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
-    finally:
-        await admin.close()
+    await create_topics(bootstrap, {topic: PARTITIONS})
     acked: set[str] = set()
     read: Counter[str] = Counter()
     done = asyncio.Event()
