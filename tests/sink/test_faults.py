@@ -17,9 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
+from app.settings import Settings
 from devstack import DevStack
 from devstack.postgres import EmbeddedPostgres
+from sink.commits import PostgresCommits
+from sink.migrate import migrate
 from tests.conftest import produce
 from tests.helpers import WorkerProcess, wait_for
 from tests.sink.conftest import (
@@ -247,3 +251,35 @@ def test_replay_from_offset_zero_changes_nothing(
     after = _snapshot(dsn)
     for name in DOMAIN_TABLES:
         assert after[name] == before[name], f"the replay changed {name}"
+
+
+def test_the_sync_views_postgres_reader_rides_out_an_outage(
+    own_postgres: EmbeddedPostgres,
+) -> None:
+    """``PostgresCommits.refresh`` runs in a Faust timer: raising would stop the worker."""
+    dsn = own_postgres.url("postgres")
+    asyncio.run(migrate(dsn))
+    pg(dsn, "INSERT INTO outlet_sync (store_id, applied_seq, highest_seq) VALUES ('S1', 7, 7)")
+    commits = PostgresCommits(Settings(database_url=SecretStr(dsn)))
+
+    async def through_an_outage() -> list[int]:
+        """One event loop, as in the worker; PostgreSQL stops under its open connection."""
+        seen = []
+        await commits.refresh()
+        seen.append(commits.stores["S1"].applied_seq)
+        await asyncio.to_thread(_fast_shutdown, own_postgres)
+        await commits.refresh()  # the connection dies under the query: no exception
+        seen.append(commits.stores["S1"].applied_seq)
+        await commits.refresh()  # connection refused now: the same
+        seen.append(commits.stores["S1"].applied_seq)
+        await asyncio.to_thread(own_postgres.start)
+        await asyncio.to_thread(
+            pg, dsn, "UPDATE outlet_sync SET applied_seq = 9 WHERE store_id = 'S1'"
+        )
+        await commits.refresh()  # a fresh connection once PostgreSQL is back
+        seen.append(commits.stores["S1"].applied_seq)
+        await commits.close()
+        return seen
+
+    # the last answer stays while PostgreSQL is away, then the new one comes
+    assert asyncio.run(through_an_outage()) == [7, 7, 7, 9]
