@@ -13,8 +13,9 @@ same promises hold:
   has: records at or below them are skipped, so any redelivery is a no-op;
 - on assignment each partition starts just after its ``sink_offsets`` row, so
   moving the sink out of the workers (a new consumer group) rereads nothing;
-- Kafka offsets are committed after PostgreSQL's COMMIT, for the usual
-  consumer-lag tools; they are a hint, PostgreSQL's are the truth.
+- Kafka offsets are committed after PostgreSQL's COMMIT (at most once a
+  second, and on stop), for the usual consumer-lag tools; they are a hint,
+  PostgreSQL's are the truth.
 
 Several sink processes share the partitions (consumer group
 ``{app_id}-sink``); a revoked partition's late batch waits on the offset row
@@ -45,6 +46,11 @@ log = logging.getLogger("sink.service")
 
 #: How often progress is logged (records committed, lag).
 PROGRESS_EVERY_S = 10.0
+
+#: How often the Kafka offsets (a hint: ``sink_offsets`` hold the truth) are
+#: committed. Once per batch cost a broker round trip on the path to PostgreSQL
+#: and, on Tansu, a request that competes with the fetches for the broker's CPU.
+KAFKA_COMMIT_EVERY_S = 1.0
 
 
 def sink_topics(settings: Settings) -> list[str]:
@@ -164,6 +170,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     consumer.subscribe(sink_topics(settings), listener=StartAfterPostgres(settings, consumer))
     log.info("sink running: %s -> PostgreSQL (group %s)", sink_topics(settings), group_id(settings))
     next_progress = time.monotonic() + PROGRESS_EVERY_S
+    next_kafka_commit = time.monotonic() + KAFKA_COMMIT_EVERY_S
+    written: dict[TopicPartition, int] = {}  # offsets PostgreSQL has, not yet committed
     stopping = asyncio.create_task(stop.wait())
     try:
         while not stop.is_set():
@@ -183,7 +191,11 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             records = [r for part in batch.values() for r in part]
             if records:
                 await sink.write_records(records)
-                await _commit(consumer, {tp: part[-1].offset + 1 for tp, part in batch.items()})
+                written.update({tp: part[-1].offset + 1 for tp, part in batch.items()})
+            if written and time.monotonic() >= next_kafka_commit:
+                next_kafka_commit = time.monotonic() + KAFKA_COMMIT_EVERY_S
+                await _commit(consumer, written)
+                written = {}
             if time.monotonic() >= next_progress:
                 next_progress = time.monotonic() + PROGRESS_EVERY_S
                 log.info(
@@ -192,6 +204,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 )  # fmt: skip
     finally:
         stopping.cancel()
+        if written:
+            await _commit(consumer, written)
         await consumer.stop()
         await sink.close()
         log.info("sink stopped: %d records committed", sink.committed_records)
