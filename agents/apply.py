@@ -303,7 +303,7 @@ class Applier:
             )
             metrics.DEAD_LETTERS.labels(kind=d.kind).inc()
 
-        # per store: what the Postgres sink needs, in one record
+        # per store: what the Postgres sink needs (agents.apply.applied_records)
         ledger_by_store: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for row in outcome.ledger:
             ledger_by_store[row["store_id"]].append(row)
@@ -317,31 +317,70 @@ class Applier:
                 }
                 for k, bucket in rows.sales.get(store_id, {}).items()
             ]
-            record = {
+            figures = {
                 "store_id": store_id,
-                "ledger": ledger_by_store.get(store_id, []),
-                "stock": rows.snapshots.get(store_id, []),
-                "sales": sales,
-                "progress": {
-                    "store_id": store_id,
-                    "applied_seq": progress.seqs.watermark,
-                    "highest_seq": progress.seqs.highest,
-                    "gaps": progress.seqs.gaps(),
-                    "missing": progress.seqs.missing_count(),
-                    "duplicates": progress.duplicates,
-                    "conflicts": progress.conflicts,
-                    "events": progress.events,
-                    "last_recorded_at": progress.last_recorded_at,
-                    "lag_p50_ms": _ms(self.lags.percentile(store_id, 0.5)),
-                    "lag_p99_ms": _ms(self.lags.percentile(store_id, 0.99)),
-                },
-                "sent_at": now,
+                "applied_seq": progress.seqs.watermark,
+                "highest_seq": progress.seqs.highest,
+                "gaps": progress.seqs.gaps(),
+                "missing": progress.seqs.missing_count(),
+                "duplicates": progress.duplicates,
+                "conflicts": progress.conflicts,
+                "events": progress.events,
+                "last_recorded_at": progress.last_recorded_at,
+                "lag_p50_ms": _ms(self.lags.percentile(store_id, 0.5)),
+                "lag_p99_ms": _ms(self.lags.percentile(store_id, 0.99)),
             }
-            self.writer.send(self.topics.applied, store_id.encode(), orjson.dumps(record))
+            for record in applied_records(
+                store_id,
+                ledger_by_store.get(store_id, []),
+                rows.snapshots.get(store_id, []),
+                sales,
+                figures,
+                now,
+            ):
+                self.writer.send(self.topics.applied, store_id.encode(), orjson.dumps(record))
         for leg in outcome.transfer_legs:
             self.writer.send(
                 self.topics.transfers, str(leg["transfer_id"]).encode(), orjson.dumps(leg)
             )
+
+
+#: rows (ledger lines and stock snapshots) per ``applied`` record
+APPLIED_ROWS_MAX = 2_000
+
+
+def applied_records(
+    store_id: str,
+    ledger: list[dict[str, Any]],
+    stock: list[dict[str, Any]],
+    sales: list[dict[str, Any]],
+    progress: dict[str, Any],
+    sent_at: float,
+) -> list[dict[str, Any]]:
+    """What the Postgres sink gets of one store's share of a group, in order.
+
+    A backlog's group holds up to ``GROUP_EVENTS`` events, and one store's
+    share of it (an outlet back from an outage, alone) runs to megabytes of
+    ledger rows: Apache Kafka refuses records above 1 MB by default (Tansu
+    takes them, so nothing here fails without this). So the rows
+    travel in records of at most ``APPLIED_ROWS_MAX``, and only the last
+    carries the store's progress: PostgreSQL's
+    ``outlet_sync`` never claims a seq before every ledger row up to it is
+    there (the records share a partition, so they arrive in this order).
+    """
+    parts: list[dict[str, Any]] = []
+    li = si = 0
+    while True:  # ledger rows first, then snapshots, APPLIED_ROWS_MAX a record
+        part_ledger = ledger[li : li + APPLIED_ROWS_MAX]
+        li += len(part_ledger)
+        part_stock = stock[si : si + APPLIED_ROWS_MAX - len(part_ledger)]
+        si += len(part_stock)
+        parts.append({"ledger": part_ledger, "stock": part_stock})
+        if li >= len(ledger) and si >= len(stock):
+            break
+    records = [{"store_id": store_id, **part, "sales": [], "sent_at": sent_at} for part in parts]
+    records[-1].update(sales=sales, progress=progress)
+    return records
 
 
 def _sales_figures(bucket: dict[str, Any]) -> dict[str, int]:
