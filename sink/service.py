@@ -237,6 +237,12 @@ async def _wait_for_applied_topic(
 
 async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
     """Commit Kafka offsets after PostgreSQL's COMMIT; a rebalance may refuse, harmlessly."""
+    # offsets held over a rebalance may name partitions we no longer own:
+    # aiokafka refuses the whole commit for one of those
+    assigned = consumer.assignment()
+    offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+    if not offsets:
+        return
     try:
         await consumer.commit(offsets)
     except (CommitFailedError, IllegalStateError, KafkaError) as exc:
