@@ -6,7 +6,8 @@
   after what PostgreSQL already has, rather than from the beginning;
 - the worker's sync view still shows the Postgres side, read from PostgreSQL;
 - a database restored empty is filled again from the topics' beginning, though
-  the sink's consumer group has committed past everything.
+  the sink's consumer group has committed past everything;
+- a store draining a backlog alone reaches PostgreSQL in records under 1 MB.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from devstack import DevStack
@@ -32,7 +34,7 @@ from tests.sink.conftest import (
     produce_fast,
     wait_converged,
 )
-from tests.sink.test_faults import PacedProducer
+from tests.sink.test_faults import PacedProducer, _end_offsets
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -153,3 +155,48 @@ def test_a_database_restored_empty_is_filled_again(
         sink.start()
         wait_converged(app_env, ledger_lines(events))
     assert " from their beginning" in _sink_log(sink)
+
+
+def test_a_store_alone_draining_reaches_postgres_in_records_under_1_mb(
+    stack: DevStack, app_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A backlog of one store, there before the worker starts: its groups are big and
+    all one store's. Before records were cut, one group's ledger lines made one
+    record of well over 1 MB, which Apache Kafka refuses by default."""
+    dsn = app_env["RETAIL_DATABASE_URL"]
+    events = history(["S1"], 3000, seed=21)
+    topic = app_env["RETAIL_EVENTS_TOPIC"]
+    asyncio.run(produce_fast(stack.broker.bootstrap, topic, events, pack=50))  # as the agent
+    with worker_and_sink(app_env, tmp_path):
+        wait_converged(app_env, ledger_lines(events))
+        [sync] = pg(dsn, "SELECT applied_seq FROM outlet_sync WHERE store_id = 'S1'")
+        assert sync["applied_seq"] == 3000
+    values = asyncio.run(_all_values(stack.broker.bootstrap, f"{app_env['RETAIL_APP_ID']}.applied"))
+    s1 = [orjson.loads(v) for v in values]
+    s1 = [r for r in s1 if r.get("store_id") == "S1"]
+    assert max(len(v) for v in values) < 1 << 20
+    assert any("progress" not in r for r in s1), "no group was big enough to be cut"
+
+
+async def _all_values(bootstrap: str, topic: str) -> list[bytes]:
+    """Every record value of ``topic``, read up to its exact end."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    ends = await _end_offsets(bootstrap, topic)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p, end in ends.items() if end > 0]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        values: list[bytes] = []
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp.partition] for tp in tps])
+
+        while await behind():
+            batch = await consumer.getmany(timeout_ms=1000)
+            values += [m.value for part in batch.values() for m in part if m.value is not None]
+        return values
+    finally:
+        await consumer.stop()

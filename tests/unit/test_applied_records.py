@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import orjson
@@ -10,7 +11,21 @@ from agents.apply import APPLIED_ROWS_MAX, applied_records
 
 
 def rows(n: int, kind: str) -> list[dict[str, Any]]:
-    return [{"kind": kind, "i": i} for i in range(n)]
+    """Ledger lines ("l") or stock snapshots ("s") of the size the apply agent writes."""
+    if kind == "s":
+        return [
+            {"store_id": "S001", "sku": f"SKU-{i:05d}", "on_hand": -12, "reserved": 0,
+             "applied_seq": 123456, "ver": 789, "updated_at": 1795708410.285264}
+            for i in range(n)
+        ]  # fmt: skip
+    return [
+        {"store_id": "S001", "outlet_seq": 100000 + i, "event_id": str(uuid.UUID(int=i)),
+         "type": "sale", "effect": "delta", "occurred_at": "2026-11-26T14:44:02.610303+00:00",
+         "recorded_at": "2026-11-26T14:44:02.843426+00:00", "applied_at": 1795708410.285264,
+         "reason": None, "ref": None, "line_no": i % 3, "sku": f"SKU-{i % 20000:05d}",
+         "qty": -3, "unit_price_cents": 1999}
+        for i in range(n)
+    ]  # fmt: skip
 
 
 def test_a_small_share_is_one_record() -> None:
@@ -37,8 +52,9 @@ def test_a_big_share_is_cut_and_only_the_last_record_carries_progress() -> None:
     assert [("progress" in r, bool(r["sales"])) for r in records] == [(False, False)] * (
         len(records) - 1
     ) + [(True, True)]
-    # the sink decodes every record; none nears Kafka's 1 MB default
+    # full-size rows: none reaches Apache Kafka's 1 MB default; all in one record would
     assert max(len(orjson.dumps(r)) for r in records) < 1 << 20
+    assert len(orjson.dumps({"ledger": ledger, "stock": stock})) > 1 << 20
 
 
 def test_a_store_with_only_progress_still_gets_its_record() -> None:
