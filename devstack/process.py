@@ -17,10 +17,22 @@ class StackError(RuntimeError):
     """A service of the embedded stack did not start; the message says where to look."""
 
 
+#: Every port :func:`free_port` has handed out in this process. The kernel
+#: offers a port again as soon as the probe closes it (8 repeats in 500 calls
+#: here), and two agents of one simulated chain given the same port fought
+#: over it: the second exited, and was restarted into the same fight.
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port free now, and never one this process has handed out before."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
