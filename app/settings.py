@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     sink_migrate: bool = True
     sink_batch_max: int = Field(default=5000, ge=1)
     sink_batch_within_s: float = Field(default=0.1, gt=0)
+    #: ``python -m sink run`` only: the longest its fetch waits at the broker.
+    #: Longer than the worker's because the sink's target is PostgreSQL within
+    #: 1.5 s, not the centre within 1 s: fewer, bigger fetches mean fewer and
+    #: bigger PostgreSQL transactions, and on Tansu fewer listings of every
+    #: batch of the partition (the broker always waits this long anyway).
+    sink_fetch_max_wait_ms: int = Field(default=250, ge=1)
     #: ``python -m sink run`` only: serve ``/metrics`` (Prometheus) on this port
     #: of ``RETAIL_WEB_HOST``; 0 serves none.
     sink_metrics_port: int = Field(default=0, ge=0, le=65535)

@@ -68,7 +68,12 @@ class TansuBroker(Killable):
     def client_env(self) -> dict[str, str]:
         """``RETAIL_*`` settings a worker needs against this broker's storage."""
         if self.persistent:
-            return {"RETAIL_CONSUMER_FETCH_MAX_WAIT_MS": str(S3_FETCH_MAX_WAIT_MS)}
+            wait = str(S3_FETCH_MAX_WAIT_MS)
+            # the sink too: a shorter wait than the listing takes answers nothing
+            return {
+                "RETAIL_CONSUMER_FETCH_MAX_WAIT_MS": wait,
+                "RETAIL_SINK_FETCH_MAX_WAIT_MS": wait,
+            }
         return {}
 
     def start(self, timeout: float = 30.0) -> None:

@@ -144,7 +144,7 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         client_id=group_id(settings),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
+        fetch_max_wait_ms=settings.sink_fetch_max_wait_ms,
         session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
         heartbeat_interval_ms=int(settings.broker_heartbeat_interval_s * 1000),
         rebalance_timeout_ms=int(settings.broker_rebalance_timeout_s * 1000),
