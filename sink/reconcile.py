@@ -16,7 +16,6 @@ SPEC "What is promised": once the stream is drained, ``stock_levels`` equals the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 import orjson
@@ -75,7 +74,7 @@ async def read_table(settings: Settings, topic: str | None = None) -> dict[tuple
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from app.changelog_ends import FETCH_WAIT_MS, exact_end_offsets
+    from app.changelog_ends import FETCH_WAIT_MS, records_to_end
     from app.security import aiokafka_security
 
     topic = topic or changelog_topic(settings)
@@ -101,21 +100,13 @@ async def read_table(settings: Settings, topic: str | None = None) -> dict[tuple
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         # not end_offsets: Tansu on S3 under-reports it (app/changelog_ends.py)
-        ends: dict[Any, int] = await exact_end_offsets(consumer, tps)
-        remaining = {tp for tp in tps if ends[tp] > 0}
-        while remaining:
-            batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=10_000)
-            for messages in batches.values():
-                for msg in messages:
-                    key = orjson.loads(msg.key)
-                    store_id, _, sku = str(key).partition(KEY_SEP)
-                    if msg.value is None:
-                        table.pop((store_id, sku), None)
-                    else:
-                        table[(store_id, sku)] = int(orjson.loads(msg.value).get("on_hand", 0))
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
+        async for msg in records_to_end(consumer, tps):
+            key = orjson.loads(msg.key)
+            store_id, _, sku = str(key).partition(KEY_SEP)
+            if msg.value is None:
+                table.pop((store_id, sku), None)
+            else:
+                table[(store_id, sku)] = int(orjson.loads(msg.value).get("on_hand", 0))
     finally:
         await consumer.stop()
     return table

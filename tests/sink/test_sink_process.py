@@ -34,7 +34,7 @@ from tests.sink.conftest import (
     produce_fast,
     wait_converged,
 )
-from tests.sink.test_faults import PacedProducer, _end_offsets
+from tests.sink.test_faults import PacedProducer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -182,21 +182,15 @@ async def _all_values(bootstrap: str, topic: str) -> list[bytes]:
     """Every record value of ``topic``, read up to its exact end."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    ends = await _end_offsets(bootstrap, topic)
+    from app.changelog_ends import records_to_end
+
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p, end in ends.items() if end > 0]
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        assert tps, f"{topic} has no partitions"
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        values: list[bytes] = []
-
-        async def behind() -> bool:
-            return any([await consumer.position(tp) < ends[tp.partition] for tp in tps])
-
-        while await behind():
-            batch = await consumer.getmany(timeout_ms=1000)
-            values += [m.value for part in batch.values() for m in part if m.value is not None]
-        return values
+        return [m.value async for m in records_to_end(consumer, tps) if m.value is not None]
     finally:
         await consumer.stop()
