@@ -33,8 +33,22 @@ our agents: the records never reached them.
    paused, resume the flow (clearing queues that hold nothing of them), and
    only then resume the partitions. The rest of the method is Faust's.
 
-:func:`install` replaces both methods; ``tests/unit/test_rebalance_fixes.py``
-fails if either fix is undone or the pinned Faust moves the methods.
+3. **A paused partition fetched again when a queue drains.** When a queue
+   fills, Faust takes its partition out of the fetch (``on_buffer_full``) and
+   notes it as *buffered*; when the queue drains to 40 %, the queue's pending
+   callback (``on_buffer_drop``) puts it back. Neither looks at pauses: a
+   partition paused in between (every partition at a rebalance; a changelog
+   partition once its recovery is done) is fetched again, and Faust delivers
+   the records of a buffered partition even while it is paused. Clearing a
+   queue (each rebalance does) leaves its callback pending, so the next read
+   of the empty queue fires it. For an active changelog partition the records
+   fetched are the worker's own writes, applied back over its live keys
+   (finding 11, ``app/changelog_guard.py``). Fixed: pausing a partition ends
+   its buffered state, a paused partition does not become buffered, and a
+   drained queue resumes only a partition that is not paused.
+
+:func:`install` replaces the five methods; ``tests/unit/test_rebalance_fixes.py``
+fails if a fix is undone or the pinned Faust moves the methods.
 """
 
 from __future__ import annotations
@@ -44,6 +58,7 @@ from typing import Any
 
 from aiokafka.errors import ConsumerStoppedError
 from faust.tables.recovery import Recovery
+from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 
@@ -119,12 +134,40 @@ async def on_recovery_completed(self: Any, generation_id: int = 0) -> None:
     self.log.info("Worker ready")
 
 
+def pause_partitions(self: Any, tps: Any) -> None:
+    """Faust's ``Consumer.pause_partitions``; a paused partition is no longer buffered."""
+    FAUST_PAUSE_PARTITIONS(self, tps)
+    self._buffered_partitions.difference_update(self._paused_partitions)
+
+
+def on_buffer_full(self: Any, tp: Any) -> None:
+    """Faust's ``Consumer.on_buffer_full``; a paused partition is not fetched anyway."""
+    if tp not in self._paused_partitions:
+        FAUST_ON_BUFFER_FULL(self, tp)
+
+
+def on_buffer_drop(self: Any, tp: Any) -> None:
+    """Faust's ``Consumer.on_buffer_drop``, leaving a paused partition paused."""
+    buffered = self._buffered_partitions
+    if tp in buffered:
+        buffered.discard(tp)
+        if tp not in self._paused_partitions:
+            self._get_active_partitions().add(tp)
+
+
 #: Faust's own methods, as imported (for the tests that show the losses)
 FAUST_FETCH_RECORDS = AIOKafkaConsumerThread._fetch_records
 FAUST_ON_RECOVERY_COMPLETED = Recovery.on_recovery_completed
+FAUST_PAUSE_PARTITIONS = Consumer.pause_partitions
+FAUST_ON_BUFFER_FULL = Consumer.on_buffer_full
+FAUST_ON_BUFFER_DROP = Consumer.on_buffer_drop
 
 
 def install() -> None:
-    """No record is dropped between a rebalance and the agents (idempotent)."""
+    """No record is dropped between a rebalance and the agents, and no paused
+    partition is fetched (idempotent)."""
     AIOKafkaConsumerThread._fetch_records = fetch_records  # type: ignore[method-assign]
     Recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
+    Consumer.pause_partitions = pause_partitions  # type: ignore[method-assign]
+    Consumer.on_buffer_full = on_buffer_full  # type: ignore[method-assign]
+    Consumer.on_buffer_drop = on_buffer_drop  # type: ignore[method-assign]

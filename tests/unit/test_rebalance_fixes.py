@@ -18,7 +18,10 @@ from typing import Any
 
 from aiokafka import TopicPartition
 from faust.tables.recovery import Recovery
+from faust.transport.consumer import Consumer as FaustConsumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.types import TP
+from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
 from app import rebalance_fixes
 
@@ -203,13 +206,121 @@ def test_faust_originals_lose_records() -> None:
     assert calls.index("resume_partitions") < calls.index("seek")
 
 
-def test_install_puts_both_fixes_on_faust() -> None:
-    originals = (AIOKafkaConsumerThread._fetch_records, Recovery.on_recovery_completed)
+STREAM = TP("retail.events", 0)
+CHANGELOG = TP("stock-changelog", 0)
+
+
+class PartitionSets:
+    """The partition bookkeeping of Faust's ``Consumer``, run by its own methods
+    (``pause``/``full``/``drop``: Faust's or the fixes')."""
+
+    _get_active_partitions = FaustConsumer._get_active_partitions
+    _set_active_tps = FaustConsumer._set_active_tps
+    resume_partitions = FaustConsumer.resume_partitions
+
+    def __init__(self, pause: Any, full: Any, drop: Any) -> None:
+        self._pause, self._full, self._drop = pause, full, drop
+        self._active_partitions: set[TP] | None = None
+        self._paused_partitions: set[TP] = set()
+        self._buffered_partitions: set[TP] = set()
+        self.app = type("App", (), {"in_recovery": False})()
+
+    def assignment(self) -> set[TP]:
+        return {STREAM, CHANGELOG}
+
+    def pause_partitions(self, tps: Any) -> None:
+        self._pause(self, tps)
+
+    def on_buffer_full(self, tp: TP) -> None:
+        self._full(self, tp)
+
+    def on_buffer_drop(self, tp: TP) -> None:
+        self._drop(self, tp)
+
+    def fetched(self) -> set[TP]:
+        """The partitions Faust's fetcher asks the broker for."""
+        return set(self._get_active_partitions())
+
+    def delivered(self) -> set[TP]:
+        """The partitions whose fetched records Faust's getmany hands on."""
+        return self.fetched() | self._buffered_partitions
+
+
+def drain_after_pause(sets: PartitionSets, tp: TP) -> None:
+    """A queue fills (tp buffered), a rebalance pauses tp and clears the queue,
+    and the next read of the empty queue fires its pending pressure-drop callback."""
+    queue: FlowControlQueue[int] = FlowControlQueue(10, flow_control=FlowControlEvent())
+    for i in range(10):
+        queue.put_nowait_enhanced(
+            i,
+            on_pressure_high=lambda: sets.on_buffer_full(tp),
+            on_pressure_drop=lambda: sets.on_buffer_drop(tp),
+        )
+    assert tp in sets._buffered_partitions
+    sets.pause_partitions({tp})
+    queue.clear()
+    with contextlib.suppress(asyncio.QueueEmpty):
+        queue.get_nowait()
+
+
+def fixed_sets() -> PartitionSets:
+    fixes = rebalance_fixes
+    return PartitionSets(fixes.pause_partitions, fixes.on_buffer_full, fixes.on_buffer_drop)
+
+
+def test_a_drained_queue_leaves_a_paused_partition_paused() -> None:
+    sets = fixed_sets()
+    drain_after_pause(sets, CHANGELOG)
+    assert CHANGELOG not in sets.delivered()
+    assert STREAM in sets.fetched()
+    sets.resume_partitions({CHANGELOG})  # recovery resumes it on purpose
+    assert CHANGELOG in sets.fetched()
+
+
+def test_a_paused_partition_does_not_become_buffered() -> None:
+    sets = fixed_sets()
+    sets.pause_partitions({CHANGELOG})
+    sets.on_buffer_full(CHANGELOG)  # a late record put while it is paused
+    assert CHANGELOG not in sets.delivered()
+
+
+def test_a_drained_queue_still_resumes_a_partition_it_held_back() -> None:
+    sets = fixed_sets()
+    sets.on_buffer_full(STREAM)
+    assert STREAM not in sets.fetched()
+    sets.on_buffer_drop(STREAM)
+    assert STREAM in sets.fetched()
+
+
+def test_faust_resumes_the_paused_changelog_partition() -> None:
+    """Why fix 3 exists: Faust's own methods fetch the paused partition again."""
+    fixes = rebalance_fixes
+    sets = PartitionSets(fixes.FAUST_PAUSE_PARTITIONS, fixes.FAUST_ON_BUFFER_FULL,
+                         fixes.FAUST_ON_BUFFER_DROP)  # fmt: skip
+    drain_after_pause(sets, CHANGELOG)
+    assert CHANGELOG in sets._paused_partitions
+    assert CHANGELOG in sets.fetched()  # paused, and fetched
+
+
+def test_install_puts_the_fixes_on_faust() -> None:
+    originals = (
+        AIOKafkaConsumerThread._fetch_records,
+        Recovery.on_recovery_completed,
+        FaustConsumer.pause_partitions,
+        FaustConsumer.on_buffer_full,
+        FaustConsumer.on_buffer_drop,
+    )
     try:
         rebalance_fixes.install()
         rebalance_fixes.install()
         assert AIOKafkaConsumerThread._fetch_records is rebalance_fixes.fetch_records
         assert Recovery.on_recovery_completed is rebalance_fixes.on_recovery_completed
+        assert FaustConsumer.pause_partitions is rebalance_fixes.pause_partitions
+        assert FaustConsumer.on_buffer_full is rebalance_fixes.on_buffer_full
+        assert FaustConsumer.on_buffer_drop is rebalance_fixes.on_buffer_drop
     finally:
         AIOKafkaConsumerThread._fetch_records = originals[0]  # type: ignore[method-assign]
         Recovery.on_recovery_completed = originals[1]  # type: ignore[method-assign]
+        FaustConsumer.pause_partitions = originals[2]  # type: ignore[method-assign]
+        FaustConsumer.on_buffer_full = originals[3]  # type: ignore[method-assign]
+        FaustConsumer.on_buffer_drop = originals[4]  # type: ignore[method-assign]
