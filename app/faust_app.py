@@ -22,6 +22,7 @@ from agents.reservations import Reservations
 from agents.sink import PostgresSink
 from app import faults
 from app.changelog_ends import install as read_changelogs_to_their_end
+from app.changelog_guard import install as never_roll_back_live_keys
 from app.consumer_tuning import set_fetch_max_wait
 from app.fatal import exit_for_replay
 from app.fetch_holes import install as read_no_hole
@@ -87,6 +88,7 @@ def make_faust_app(settings: Settings) -> faust.App:
     )
     read_changelogs_to_their_end()  # recovery's high watermarks: the last record (Tansu)
     keep_records_across_rebalances()  # Faust drops records around rebalances (issue 9)
+    never_roll_back_live_keys()  # its own changelog records read back (finding 11)
     read_no_hole(settings.fetch_hole_wait_s)  # Tansu can show a batch before an earlier one
     worker_dir = settings.data_dir / "worker"
     worker_dir.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,11 @@ FETCH_HOLES = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+CHANGELOG_SELF_READS = Counter(
+    "retail_changelog_self_reads_total",
+    "Own changelog records read back after recovery and not applied (app/changelog_guard.py)",
+    registry=REGISTRY,
+)
 SINK_ROWS = Counter("retail_sink_rows_total", "Ledger rows written to Postgres", registry=REGISTRY)
 SINK_LAG = Histogram(
     "retail_sink_lag_seconds",
