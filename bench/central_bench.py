@@ -31,6 +31,7 @@ import orjson
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from app.changelog_ends import records_to_end
 from bench.common import exit_cleanly_on_sigterm, progress, report
 from devstack import DevStack
 from devstack.stack import create_topics
@@ -126,16 +127,9 @@ async def read_changelog(bootstrap: str, topic: str) -> dict[str, int]:
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        done = {tp for tp in tps if ends[tp] == 0}
-        while len(done) < len(tps):
-            batch = await consumer.getmany(timeout_ms=1000, max_records=20_000)
-            for tp, msgs in batch.items():
-                for m in msgs:
-                    if m.value is not None:
-                        out[orjson.loads(m.key)] = orjson.loads(m.value)["on_hand"]
-                    if m.offset + 1 >= ends[tp]:
-                        done.add(tp)
+        async for m in records_to_end(consumer, tps):
+            if m.value is not None:
+                out[orjson.loads(m.key)] = orjson.loads(m.value)["on_hand"]
     finally:
         await consumer.stop()
     return out

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from app.changelog_ends import records_to_end
 from app.schema import Event, decode_record
 from devstack.process import Killable, free_port, spawn
 
@@ -152,20 +153,18 @@ async def read_topic(bootstrap: str, topic: str, *, deadline_s: float = 5.0) -> 
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
         out: list[Event] = []
-        while True:
-            positions = [await consumer.position(tp) for tp in tps]
-            if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
-                break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"could not read {topic} to its end in {deadline_s}s")
-            batch = await consumer.getmany(*tps, timeout_ms=500)
-            for tp in tps:
-                for msg in batch.get(tp, []):
-                    for item in decode_record(msg.value):
-                        assert isinstance(item, Event), item
-                        out.append(item)
+
+        async def read_all() -> None:
+            async for msg in records_to_end(consumer, tps):
+                for item in decode_record(msg.value):
+                    assert isinstance(item, Event), item
+                    out.append(item)
+
+        try:
+            await asyncio.wait_for(read_all(), max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            raise AssertionError(f"could not read {topic} to its end in {deadline_s}s") from None
         return out
     finally:
         await consumer.stop()
