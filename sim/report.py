@@ -39,6 +39,11 @@ def write_json(path: Path, figures: dict[str, Any]) -> bytes:
     return line
 
 
+def _nice(figures: dict[str, Any]) -> str:
+    nice = figures.get("store_side_nice")
+    return "n/a (no autogroups here)" if nice is None else str(nice)
+
+
 def write_markdown(
     path: Path,
     figures: dict[str, Any],
@@ -66,7 +71,8 @@ def write_markdown(
             f"Scale run: {figures.get('stores')} stores x {figures.get('skus'):,} SKUs, "
             f"{figures.get('duration_s')} s of traffic offered at {figures.get('offered_rate')} "
             f"events/s, {figures.get('events'):,} events accepted; broker storage "
-            f"{figures.get('storage', '?')}.",
+            f"{figures.get('storage', '?')}; the store side (simulator and agents) at "
+            f"autogroup niceness {_nice(figures)}.",
             "",
             *rows,
             "",
