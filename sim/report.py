@@ -25,6 +25,8 @@ TARGETS: dict[str, tuple[str, Any]] = {
     "drain_per_s": ("≥ 3,000 (aim 10,000)", lambda v: v >= 3000),
     "drain_pg_per_s": ("≥ 3,000 into PostgreSQL", lambda v: v >= 3000),
     "drain_peak_worker_rss_mb": ("bounded", None),
+    "drain_cpu_idle_pct": ("(the box idle while it drained)", None),
+    "drain_cpu_steal_pct": ("(CPU the host took: a busy host)", None),
     "accuracy_final": ("100%", lambda v: v >= 1.0),
     "accuracy_in_run": ("≥ 99.9%", lambda v: v >= 0.999),
     "lost": ("0", lambda v: v == 0),

@@ -182,6 +182,8 @@ def _biggest_drain(drains: list[dict[str, Any]]) -> dict[str, Any]:
         "drain_pg_per_s": d.get("drain_pg_per_s"),
         "drain_pg_s": d.get("drain_pg_s"),
         "drain_peak_worker_rss_mb": d.get("drain_peak_worker_rss_mb"),
+        "drain_cpu_idle_pct": d.get("drain_cpu_idle_pct"),
+        "drain_cpu_steal_pct": d.get("drain_cpu_steal_pct"),
     }
 
 
