@@ -121,7 +121,10 @@ def make_faust_app(settings: Settings) -> faust.App:
 
 
 def build(settings: Settings) -> Central:
-    quiet_libraries("warning" if settings.log_level.lower() != "debug" else "info")
+    quiet_libraries(
+        "warning" if settings.log_level.lower() != "debug" else "info",
+        recovery=settings.recovery_log_level or None,
+    )
     faults.configure(settings.test_freeze_at, settings.data_dir)  # TEST ONLY; "" disarms
     app = make_faust_app(settings)
     topics = define_topics(app, settings)

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     database_url: SecretStr = SecretStr("postgresql://retail@127.0.0.1:5432/retail")
     data_dir: Path = Path(".data")
     log_level: str = "info"
+    #: the level of Faust's table-recovery log in a worker ("" = as the libraries')
+    recovery_log_level: str = ""
     events_topic: str = "retail.events"
     dead_letters_topic: str = "retail.dead-letters"
     topic_partitions: int = Field(default=8, ge=1)
