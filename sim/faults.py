@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import psutil
 
 from agents.sink import RETRIABLE
 from sim.cluster import Cluster
@@ -26,30 +27,21 @@ from sim.cluster import Cluster
 log = logging.getLogger("sim.faults")
 
 
-def box_cpu() -> list[int]:
-    """The box's CPU time so far by kind (``/proc/stat``: user nice system idle
-    iowait irq softirq steal), in clock ticks; [] where there is no such file."""
-    try:
-        with open("/proc/stat") as stat:
-            return [int(x) for x in stat.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return []
-
-
-def box_shares(start: list[int], end: list[int]) -> dict[str, float]:
-    """The box's idle and stolen shares (%) between two :func:`box_cpu` readings.
+def box_shares(start: Any, end: Any) -> dict[str, float]:
+    """The box's idle and stolen shares (%) between two ``psutil.cpu_times()``.
 
     A drain is CPU-bound here, so these tell a slow drain on a busy host
     (``steal``: the hypervisor ran someone else) from one the box spent
-    elsewhere (``idle`` near 0 either way)."""
-    if len(start) < 8 or len(end) < 8:
+    elsewhere (``idle`` near 0 either way). Empty where the platform does
+    not count stolen time."""
+    if not hasattr(start, "steal"):
         return {}
-    spent = [b - a for a, b in zip(start, end, strict=True)]
-    total = sum(spent) or 1
-    return {
-        "drain_cpu_idle_pct": round(100 * (spent[3] + spent[4]) / total, 1),
-        "drain_cpu_steal_pct": round(100 * spent[7] / total, 1),
-    }
+    total = sum(end) - sum(start) or 1.0
+
+    def share(*kinds: str) -> float:
+        return round(100 * sum(getattr(end, k) - getattr(start, k) for k in kinds) / total, 1)
+
+    return {"drain_cpu_idle_pct": share("idle", "iowait"), "drain_cpu_steal_pct": share("steal")}
 
 
 @dataclass
@@ -238,8 +230,8 @@ class Injector:
         pool = await asyncpg.create_pool(
             self.cluster.database_url, min_size=0, max_size=1, timeout=5
         )
-        cpu_start = box_cpu()
-        cpu_drained: list[int] | None = None
+        cpu_start = psutil.cpu_times()
+        cpu_drained: Any = None
         try:
             while time.monotonic() < deadline and (centre_s is None or pg_s is None):
                 peak_rss = max(peak_rss, self.cluster.worker_rss_mb())
@@ -247,7 +239,7 @@ class Injector:
                     now = await self._applied(stores)
                     if all(now[s] >= target[s] for s in stores):
                         centre_s = time.time() - restored
-                        cpu_drained = box_cpu()
+                        cpu_drained = psutil.cpu_times()
                 if pg_s is None:
                     in_pg = await self._in_postgres(stores, pool)
                     if all(in_pg.get(s, 0) >= target[s] for s in stores):
@@ -266,7 +258,7 @@ class Injector:
             "drain_pg_s": round(took_pg, 2),
             "drain_pg_per_s": round(backlog / took_pg),
             "drain_peak_worker_rss_mb": round(peak_rss),
-            **box_shares(cpu_start, cpu_drained or box_cpu()),
+            **box_shares(cpu_start, cpu_drained or psutil.cpu_times()),
         }
 
     async def _in_postgres(self, stores: list[str], pool: asyncpg.Pool) -> dict[str, int]:

@@ -2,21 +2,42 @@
 
 from __future__ import annotations
 
-from sim.faults import box_cpu, box_shares
+import psutil
+
+from sim.faults import box_shares
+
+FIELDS = [
+    "user",
+    "nice",
+    "system",
+    "idle",
+    "iowait",
+    "irq",
+    "softirq",
+    "steal",
+    "guest",
+    "guest_nice",
+]
 
 
-def test_shares_of_the_ticks_spent_between_two_readings() -> None:
-    start = [100, 0, 50, 1000, 10, 0, 5, 20]
-    #        +60 user, +20 system, +15 idle, +5 iowait, +0 softirq, +100 steal: 200 ticks
-    end = [160, 0, 70, 1015, 15, 0, 5, 120]
+def times(*ticks: float) -> object:
+    return type(psutil.cpu_times())(*ticks, 0.0, 0.0)
+
+
+def test_shares_of_the_time_spent_between_two_readings() -> None:
+    start = times(100, 0, 50, 1000, 10, 0, 5, 20)
+    #        +60 user, +20 system, +15 idle, +5 iowait, +0 softirq, +100 steal: 200 s
+    end = times(160, 0, 70, 1015, 15, 0, 5, 120)
     assert box_shares(start, end) == {"drain_cpu_idle_pct": 10.0, "drain_cpu_steal_pct": 50.0}
 
 
-def test_no_reading_no_figure() -> None:
-    assert box_shares([], [1] * 8) == {}
+def test_no_steal_counted_no_figure() -> None:
+    assert box_shares((1.0, 2.0), (3.0, 4.0)) == {}
 
 
-def test_this_box_reads_eight_counters_that_only_grow() -> None:
-    first = box_cpu()
-    assert len(first) == 8
-    assert all(b >= a for a, b in zip(first, box_cpu(), strict=True))
+def test_this_box_counts_every_kind_and_the_shares_are_percentages() -> None:
+    first = psutil.cpu_times()
+    assert list(first._fields) == FIELDS
+    shares = box_shares(first, psutil.cpu_times())
+    assert set(shares) == {"drain_cpu_idle_pct", "drain_cpu_steal_pct"}
+    assert all(0.0 <= v <= 100.0 for v in shares.values())
