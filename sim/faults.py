@@ -39,7 +39,8 @@ def box_shares(start: Any, end: Any) -> dict[str, float]:
     total = sum(end) - sum(start) or 1.0
 
     def share(*kinds: str) -> float:
-        return round(100 * sum(getattr(end, k) - getattr(start, k) for k in kinds) / total, 1)
+        spent: float = sum(getattr(end, k) - getattr(start, k) for k in kinds)
+        return round(100 * spent / total, 1)
 
     return {"drain_cpu_idle_pct": share("idle", "iowait"), "drain_cpu_steal_pct": share("steal")}
 
