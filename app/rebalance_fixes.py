@@ -44,10 +44,11 @@ our agents: the records never reached them.
    of the empty queue fires it. For an active changelog partition the records
    fetched are the worker's own writes, applied back over its live keys
    (finding 11, ``app/changelog_guard.py``). Fixed: pausing a partition ends
-   its buffered state, a paused partition does not become buffered, and a
-   drained queue resumes only a partition that is not paused.
+   its buffered state and a paused partition does not become buffered, so no
+   paused partition is ever buffered and Faust's own ``on_buffer_drop``
+   (which resumes only buffered ones) cannot resume it.
 
-:func:`install` replaces the five methods; ``tests/unit/test_rebalance_fixes.py``
+:func:`install` replaces the four methods; ``tests/unit/test_rebalance_fixes.py``
 fails if a fix is undone or the pinned Faust moves the methods.
 """
 
@@ -146,15 +147,6 @@ def on_buffer_full(self: Any, tp: Any) -> None:
         FAUST_ON_BUFFER_FULL(self, tp)
 
 
-def on_buffer_drop(self: Any, tp: Any) -> None:
-    """Faust's ``Consumer.on_buffer_drop``, leaving a paused partition paused."""
-    buffered = self._buffered_partitions
-    if tp in buffered:
-        buffered.discard(tp)
-        if tp not in self._paused_partitions:
-            self._get_active_partitions().add(tp)
-
-
 #: Faust's own methods, as imported (for the tests that show the losses)
 FAUST_FETCH_RECORDS = AIOKafkaConsumerThread._fetch_records
 FAUST_ON_RECOVERY_COMPLETED = Recovery.on_recovery_completed
@@ -170,4 +162,3 @@ def install() -> None:
     Recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
     Consumer.pause_partitions = pause_partitions  # type: ignore[method-assign]
     Consumer.on_buffer_full = on_buffer_full  # type: ignore[method-assign]
-    Consumer.on_buffer_drop = on_buffer_drop  # type: ignore[method-assign]
