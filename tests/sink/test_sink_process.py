@@ -22,6 +22,7 @@ import httpx
 import orjson
 import pytest
 
+from app.changelog_ends import records_to_end
 from devstack import DevStack
 from devstack.process import free_port
 from sim.cluster import SinkProcess
@@ -181,8 +182,6 @@ def test_a_store_alone_draining_reaches_postgres_in_records_under_1_mb(
 async def _all_values(bootstrap: str, topic: str) -> list[bytes]:
     """Every record value of ``topic``, read up to its exact end."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    from app.changelog_ends import records_to_end
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
