@@ -413,6 +413,26 @@ class Cluster:
                     total += psutil.Process(w.proc.pid).memory_info().rss / 2**20
         return total
 
+    def role_pids(self) -> dict[str, list[int]]:
+        """Each part of the chain's processes now, for :class:`sim.role_cpu.RoleCpu`
+        (``postgres+``: the postmaster and its backends; ``simulator``: the tills,
+        the samplers and this controller)."""
+
+        def live(*procs: subprocess.Popen[bytes] | None) -> list[int]:
+            return [p.pid for p in procs if p is not None and p.poll() is None]
+
+        broker = self.stack.broker
+        return {
+            "workers": live(*(w.proc for w in self.workers)),
+            "sink": live(self.sink.proc if self.sink else None),
+            "broker": live(broker.proc),
+            "s3": live(broker.s3.proc if broker.s3 else None),
+            "proxy": live(self.proxy.proc),
+            "postgres+": live(self.stack.postgres.proc),
+            "outlets": live(*(o.proc for o in self.outlets.values())),
+            "simulator": [os.getpid()],
+        }
+
     def pids(self) -> dict[str, int | None]:
         out: dict[str, int | None] = {}
         for w in self.workers:

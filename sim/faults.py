@@ -13,16 +13,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import psutil
 
 from agents.sink import RETRIABLE
 from sim.cluster import Cluster
+from sim.role_cpu import RoleCpu
 
 log = logging.getLogger("sim.faults")
 
@@ -233,14 +236,29 @@ class Injector:
         )
         cpu_start = psutil.cpu_times()
         cpu_drained: Any = None
+        roles = RoleCpu(self.cluster.role_pids)
+        roles.start()
+        role_cores: dict[str, float] = {}
+        sent_s: float | None = None
+        # when each store's backlog was applied centrally: one slow store
+        # (a forwarder late to reconnect) stretches the whole drain
+        store_s: dict[str, float] = {}
         try:
             while time.monotonic() < deadline and (centre_s is None or pg_s is None):
                 peak_rss = max(peak_rss, self.cluster.worker_rss_mb())
+                if sent_s is None and centre_s is None and await self._forwarded(stores, target):
+                    sent_s = time.time() - restored
                 if centre_s is None:
                     now = await self._applied(stores)
-                    if all(now[s] >= target[s] for s in stores):
+                    for s in stores:
+                        if now[s] >= target[s]:
+                            store_s.setdefault(s, time.time() - restored)
+                    if len(store_s) == len(stores):
                         centre_s = time.time() - restored
                         cpu_drained = psutil.cpu_times()
+                        role_cores = roles.cores()
+                        # applied means sent: this is the latest it can have been
+                        sent_s = centre_s if sent_s is None else sent_s
                 if pg_s is None:
                     in_pg = await self._in_postgres(stores, pool)
                     if all(in_pg.get(s, 0) >= target[s] for s in stores):
@@ -260,7 +278,27 @@ class Injector:
             "drain_pg_per_s": round(backlog / took_pg),
             "drain_peak_worker_rss_mb": round(peak_rss),
             **box_shares(cpu_start, cpu_drained or psutil.cpu_times()),
+            "drain_sent_s": None if sent_s is None else round(sent_s, 2),
+            "drain_first_store_s": round(min(store_s.values()), 2) if store_s else None,
+            "drain_median_store_s": (
+                round(statistics.median(store_s.values()), 2) if store_s else None
+            ),
+            "drain_cpu_cores": role_cores or roles.cores(),
         }
+
+    async def _forwarded(self, stores: list[str], target: dict[str, int]) -> bool:
+        """Whether every store's agent has had its backlog acknowledged by the broker."""
+        timeout = aiohttp.ClientTimeout(total=2)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                for s in stores:
+                    async with session.get(f"{self.cluster.outlets[s].url}/v1/status") as resp:
+                        if int((await resp.json())["forwarded_seq"]) < target[s]:
+                            return False
+        except (OSError, TimeoutError, ValueError, KeyError, aiohttp.ClientError) as exc:
+            log.debug("agent status unreadable: %r", exc)
+            return False
+        return True
 
     async def _in_postgres(self, stores: list[str], pool: asyncpg.Pool) -> dict[str, int]:
         """The seq PostgreSQL has applied per store (``outlet_sync``); {} while unreadable."""

@@ -27,6 +27,9 @@ TARGETS: dict[str, tuple[str, Any]] = {
     "drain_peak_worker_rss_mb": ("bounded", None),
     "drain_cpu_idle_pct": ("(the box idle while it drained)", None),
     "drain_cpu_steal_pct": ("(CPU the host took: a busy host)", None),
+    "drain_sent_s": ("(the agents had sent their backlog)", None),
+    "drain_median_store_s": ("(half the cut stores applied)", None),
+    "drain_cpu_cores": ("(cores each part used while it drained)", None),
     "accuracy_final": ("100%", lambda v: v >= 1.0),
     "accuracy_in_run": ("≥ 99.9%", lambda v: v >= 0.999),
     "lost": ("0", lambda v: v == 0),
@@ -46,6 +49,16 @@ def _nice(figures: dict[str, Any]) -> str:
     return "n/a (no autogroups here)" if nice is None else str(nice)
 
 
+def _shown(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    return str(value)
+
+
 def write_markdown(
     path: Path,
     figures: dict[str, Any],
@@ -57,7 +70,7 @@ def write_markdown(
     for key, (target, ok) in TARGETS.items():
         value = figures.get(key)
         met = "" if ok is None or value is None else ("yes" if ok(value) else "**no**")
-        shown = "n/a" if value is None else f"{value:,}" if isinstance(value, int) else value
+        shown = _shown(value)
         rows.append(f"| `{key}` | {shown} | {target} | {met} |")
     t0 = float(figures.get("wall_start", 0.0))
     fault_rows = ["| fault | at (s) | took (s) | detail |", "|---|---|---|---|"]

@@ -184,6 +184,9 @@ def _biggest_drain(drains: list[dict[str, Any]]) -> dict[str, Any]:
         "drain_peak_worker_rss_mb": d.get("drain_peak_worker_rss_mb"),
         "drain_cpu_idle_pct": d.get("drain_cpu_idle_pct"),
         "drain_cpu_steal_pct": d.get("drain_cpu_steal_pct"),
+        "drain_sent_s": d.get("drain_sent_s"),
+        "drain_median_store_s": d.get("drain_median_store_s"),
+        "drain_cpu_cores": d.get("drain_cpu_cores"),
     }
 
 

@@ -59,6 +59,13 @@ def test_small_chaos_run_memory_broker(tmp_path: Path) -> None:
     assert {"link_cut", "outlet_kill", "dup_reorder", "worker_kill", "rebalance",
             "pg_outage"} <= kinds, kinds  # fmt: skip
     _check(result)
+    drain = next(m.figures for m in result.marks if m.kind == "link_cut")
+    assert drain["backlog"] > 0
+    assert 0 < drain["drain_sent_s"] <= drain["drain_s"], drain
+    assert drain["drain_median_store_s"] <= drain["drain_s"], drain
+    assert set(drain["drain_cpu_cores"]) == {
+        "workers", "sink", "broker", "s3", "proxy", "postgres", "outlets", "simulator"
+    }, drain  # fmt: skip
 
 
 @pytest.mark.timeout(240)
