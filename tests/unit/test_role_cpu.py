@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
 
+import psutil
 import pytest
 
+from devstack.process import kill_process
 from sim.role_cpu import RoleCpu, cpu_seconds
 from tests.helpers import wait_for
 
@@ -16,16 +19,27 @@ BURN = "import time\nwhile True: sum(range(10_000))"
 PARENT = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {BURN!r}])"
 
 
+@contextlib.contextmanager
+def family() -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+    """Each in its own process group, killed whole: the burning grandchild must
+    not outlive the test (one that did took a core from a benchmark)."""
+    started = {
+        "parent": subprocess.Popen([sys.executable, "-c", PARENT], start_new_session=True),
+        "idle": subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True
+        ),
+    }
+    try:
+        yield started
+    finally:
+        for p in started.values():
+            kill_process(p)
+
+
 @pytest.fixture
 def procs() -> Iterator[dict[str, subprocess.Popen[bytes]]]:
-    started = {
-        "parent": subprocess.Popen([sys.executable, "-c", PARENT]),
-        "idle": subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"]),
-    }
-    yield started
-    for p in started.values():
-        p.kill()
-        p.wait()
+    with family() as started:
+        yield started
 
 
 def children_cpu(pid: int) -> float:
@@ -52,6 +66,15 @@ def test_each_role_is_charged_its_own_processes(
     assert cores["family"] >= 0.5  # the child's CPU, counted through its parent
     assert cores["parent"] < 0.2  # without "+", only the waiting parent itself
     assert cores["idle"] < 0.2
+
+
+def test_the_family_leaves_no_process_behind() -> None:
+    with family() as started:
+        parent = psutil.Process(started["parent"].pid)
+        wait_for(lambda: parent.children(), timeout=30, what="the burning child")
+        everyone = [parent, *parent.children(recursive=True)]
+    _gone, alive = psutil.wait_procs(everyone, timeout=10)
+    assert not alive, alive
 
 
 def test_a_process_gone_or_unknown_costs_nothing() -> None:
