@@ -43,6 +43,12 @@ class OutletMetrics:
             ["store_id"],
             registry=r,
         ).labels(**labels)
+        self.forward_pages = Counter(
+            "outlet_forward_pages",
+            "Pages sent, each waiting for its acknowledgement: a backlog's round trips",
+            ["store_id"],
+            registry=r,
+        ).labels(**labels)
         self.backlog = Gauge(
             "outlet_backlog_events",
             "Events durable but not yet acked by the broker",

@@ -8,7 +8,7 @@ import hashlib
 import orjson
 
 from app.schema import decode_record, encode_packed, parse_event
-from outlet_agent.forwarder import pack_records
+from outlet_agent.forwarder import pack_records, within_bytes
 from outlet_agent.log import LogRecord
 
 from .conftest import STORE, Agent, AgentFactory, make_event
@@ -248,6 +248,14 @@ def test_packed_records_equal_encode_packed() -> None:
     decoded = [e for value, _ in records for e in decode_record(value)]
     assert [e.outlet_seq for e in decoded] == [1, 2, 3, 4, 5]  # type: ignore[union-attr]
     assert pack_records(page[:1], 3) == [(page[0].body, 1)]
+
+
+def test_a_page_stops_at_its_byte_budget_but_never_empty() -> None:
+    page = [LogRecord(i, f"e{i}", 0.0, b"x" * 100) for i in range(1, 11)]
+    assert [r.seq for r in within_bytes(page, 350)] == [1, 2, 3]
+    assert within_bytes(page, 1000) == page
+    assert [r.seq for r in within_bytes(page, 10)] == [1]  # one event bigger than the budget
+    assert within_bytes([], 10) == []
 
 
 async def test_logged_body_is_encode_event_of_the_event(agent: Agent) -> None:

@@ -158,3 +158,37 @@ async def test_crash_between_ack_and_mark_resends_same_ids(
     assert [e.outlet_seq for e in events] == [1, 2, 3, 4, 5] * 2
     assert [e.event_id for e in events[5:]] == [a["event_id"] for a in answers]
     assert [e.event_id for e in events[:5]] == [a["event_id"] for a in answers]
+
+
+async def _metric(agent: AgentProcess, name: str) -> float:
+    async with httpx.AsyncClient(timeout=2.0) as c:
+        text = (await c.get(f"{agent.url}/metrics")).text
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{")
+    )
+
+
+async def test_a_backlog_replays_in_pages_of_forward_batch_max(
+    agent_proc: AgentProcess, broker: TansuBroker
+) -> None:
+    """Each page waits for its acknowledgement, so a backlog replays in backlog /
+    page round trips: 4,500 events logged while the forwarder was off go in 3
+    pages of at most 2,000 (an agent starved of CPU spent seconds on each)."""
+    token = agent_proc.add_token()
+    agent_proc.start(RETAIL_OUTLET_FORWARD="false")
+    await agent_proc.wait_ready()
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=agent_proc.url, headers=headers, timeout=30) as c:
+        for _ in range(9):
+            r = await c.post("/v1/events", json={"events": [make_event() for _ in range(500)]})
+            assert r.status_code == 201, r.text
+    assert (await agent_proc.status())["backlog"] == 4500
+    agent_proc.stop()
+    agent_proc.start()
+    await agent_proc.wait_ready()
+    await _drained(agent_proc)
+    assert await _metric(agent_proc, "outlet_forward_pages_total") == 3
+    assert await _metric(agent_proc, "outlet_forwarded_events_total") == 4500
+    check_delivery(
+        await read_topic(broker.bootstrap, agent_proc.topic), log_rows(agent_proc.db_path)
+    )
