@@ -98,12 +98,14 @@ def spawn(
         )
 
 
-def stop_process(proc: subprocess.Popen[bytes], *, timeout: float = 10.0) -> None:
-    """SIGTERM the process group, SIGKILL it if it lingers, and reap it."""
+def stop_process(
+    proc: subprocess.Popen[bytes], *, timeout: float = 10.0, sig: int = signal.SIGTERM
+) -> None:
+    """Signal the process group (SIGTERM), SIGKILL it if it lingers, and reap it."""
     if proc.poll() is not None:
         return
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, sig)
     except ProcessLookupError:
         return
     try:

@@ -239,22 +239,31 @@ async def _run(sc: Scenario, cluster: Cluster) -> Result:
     faults = asyncio.create_task(injector.run(sc.faults, t0))
     done = asyncio.Event()
     supervisor = asyncio.create_task(injector.supervise(done))
-    await workload.run(sc.seconds, web_rate=sc.web_rate)
-    traffic_s = time.monotonic() - t0
-    await faults  # a fault still running (a long cut) ends before the drain
-    sampler.stop()
-    await sampling
-    settings = Settings(
-        kafka_brokers=f"kafka://{cluster.bootstrap}",
-        database_url=cluster.database_url,  # type: ignore[arg-type]
-        app_id=cluster.app_id,
-    )
-    dsn = cluster.database_url
-    drained, drain_s, behind = await wait_drained(
-        truth, central_urls(), dsn, deadline_s=sc.drain_timeout_s
-    )
-    done.set()
-    await supervisor
+    try:
+        await workload.run(sc.seconds, web_rate=sc.web_rate)
+        traffic_s = time.monotonic() - t0
+        await faults  # a fault still running (a long cut) ends before the drain
+        sampler.stop()
+        await sampling
+        settings = Settings(
+            kafka_brokers=f"kafka://{cluster.bootstrap}",
+            database_url=cluster.database_url,  # type: ignore[arg-type]
+            app_id=cluster.app_id,
+        )
+        dsn = cluster.database_url
+        drained, drain_s, behind = await wait_drained(
+            truth, central_urls(), dsn, deadline_s=sc.drain_timeout_s
+        )
+        done.set()
+        await supervisor
+    finally:
+        # however the run ends (a fault that raised included), nothing restarts a
+        # process once the cluster closes: a supervisor still running restarted
+        # agents as they were being stopped, and left them running
+        done.set()
+        for task in (supervisor, faults, sampling):
+            task.cancel()
+        await asyncio.gather(supervisor, faults, sampling, return_exceptions=True)
     checks = [
         Check("drained (centre and Postgres)", drained, f"after {drain_s:.1f}s {behind}"),
         Check(

@@ -7,14 +7,13 @@ After each, the ledger holds every line once and ``reconcile`` is clean
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from pydantic import SecretStr
@@ -105,14 +104,6 @@ def test_kill9_mid_batch_each_event_once(
     wait_converged(app_env, expected)
 
 
-def _fast_shutdown(server: EmbeddedPostgres) -> None:
-    """SIGINT = PostgreSQL's fast shutdown: clients are cut off, the data stays."""
-    assert server.proc is not None
-    os.killpg(server.proc.pid, signal.SIGINT)
-    server.proc.wait(timeout=30)
-    server.proc = None
-
-
 def _metric(worker: WorkerProcess, name: str) -> float:
     text = httpx.get(f"{worker.url}/metrics", timeout=5).text
     for line in text.splitlines():
@@ -144,7 +135,7 @@ def test_postgres_outage_under_load_everything_arrives_once(
             what="the first events in Postgres",
         )
 
-        _fast_shutdown(own_postgres)
+        own_postgres.stop()  # a fast shutdown: clients are cut off, the data stays
         during = history(["S1", "S2"], 900, seed=3, first_seq=301)
         load = PacedProducer(stack.broker.bootstrap, topic, during, 150, 0.2)
         load.start()
@@ -267,7 +258,7 @@ def test_the_sync_views_postgres_reader_rides_out_an_outage(
         seen = []
         await commits.refresh()
         seen.append(commits.stores["S1"].applied_seq)
-        await asyncio.to_thread(_fast_shutdown, own_postgres)
+        await asyncio.to_thread(own_postgres.stop)
         await commits.refresh()  # the connection dies under the query: no exception
         seen.append(commits.stores["S1"].applied_seq)
         await commits.refresh()  # connection refused now: the same
@@ -283,3 +274,40 @@ def test_the_sync_views_postgres_reader_rides_out_an_outage(
 
     # the last answer stays while PostgreSQL is away, then the new one comes
     assert asyncio.run(through_an_outage()) == [7, 7, 7, 9]
+
+
+def test_stopping_postgres_with_clients_connected_is_a_clean_fast_shutdown(
+    own_postgres: EmbeddedPostgres,
+) -> None:
+    """SIGTERM is PostgreSQL's smart shutdown, which waits for every client to
+    leave: with the sink connected it waited out the stop timeout, was killed
+    -9, and the next start replayed minutes of WAL (the benchmark's Postgres
+    outage then outlasted the start's wait). The stop must disconnect the
+    clients, checkpoint, and leave nothing to recover."""
+
+    async def hold_a_connection(ready: threading.Event, gone: threading.Event) -> None:
+        conn = await asyncpg.connect(own_postgres.url(), timeout=5)
+        ready.set()
+        while not conn.is_closed() and not gone.is_set():
+            try:
+                await conn.fetchval("SELECT 1")
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+                break  # the server going away is what this waits for
+            await asyncio.sleep(0.05)
+
+    ready, gone = threading.Event(), threading.Event()
+    client = threading.Thread(target=asyncio.run, args=(hold_a_connection(ready, gone),))
+    client.start()
+    try:
+        assert ready.wait(30)
+        started = time.monotonic()
+        own_postgres.stop()
+        assert time.monotonic() - started < own_postgres.stop_timeout_s
+        log = own_postgres.log_path.read_text()
+        assert "fast shutdown request" in log and "database system is shut down" in log
+        own_postgres.start()
+        after = own_postgres.log_path.read_text()[len(log) :]
+        assert "was shut down at" in after and "interrupted" not in after, after[-2000:]
+    finally:
+        gone.set()
+        client.join(30)
