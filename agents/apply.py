@@ -156,7 +156,9 @@ class Applier:
         generation = self._generation
         if faults.ARMED:  # TEST ONLY (app/faults.py)
             faults.reach("before_changelog")
+        flush_started = time.monotonic()
         await self.writer.flush()
+        metrics.FLUSH_SECONDS.observe(time.monotonic() - flush_started)
         if faults.ARMED:
             faults.reach("before_commit")
         if generation != self._generation:

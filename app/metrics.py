@@ -25,6 +25,11 @@ APPLY_LAG = Histogram(
 BATCH_SECONDS = Histogram(
     "retail_apply_batch_seconds", "Time to apply and flush one batch", registry=REGISTRY
 )
+FLUSH_SECONDS = Histogram(
+    "retail_apply_flush_seconds",
+    "Part of a batch spent waiting for the broker to acknowledge its writes (the worker idles)",
+    registry=REGISTRY,
+)
 FETCH_HOLES = Counter(
     "retail_fetch_holes_total",
     "Fetched batches that skipped offsets: seen (fetched again), filled, read_past (lost)",

@@ -48,6 +48,27 @@ def box_shares(start: Any, end: Any) -> dict[str, float]:
     return {"drain_cpu_idle_pct": share("idle", "iowait"), "drain_cpu_steal_pct": share("steal")}
 
 
+def worker_shares(
+    before: dict[str, float], after: dict[str, float], wall_s: float
+) -> dict[str, float | None]:
+    """Shares (%) of a drain's wall time the worker spent applying batches and
+    waiting for their flushes to be acknowledged; the rest it waited for records.
+    None where a reading is missing or a worker restarted (its sums went back)."""
+    shares: dict[str, float | None] = {
+        "drain_worker_apply_pct": None,
+        "drain_worker_flush_pct": None,
+    }
+    if not before or not after or wall_s <= 0:
+        return shares
+    batch = after["batch"] - before["batch"]
+    flush = after["flush"] - before["flush"]
+    if batch < 0 or flush < 0:
+        return shares
+    shares["drain_worker_apply_pct"] = round(100 * (batch - flush) / wall_s, 1)
+    shares["drain_worker_flush_pct"] = round(100 * flush / wall_s, 1)
+    return shares
+
+
 @dataclass
 class Fault:
     at_s: float  # seconds after the start of the traffic
@@ -238,6 +259,8 @@ class Injector:
         cpu_drained: Any = None
         roles = RoleCpu(self.cluster.role_pids)
         roles.start()
+        worker_before = await self._worker_seconds()
+        worker_after: dict[str, float] = {}
         role_cores: dict[str, float] = {}
         sent_s: float | None = None
         # when each store's backlog was applied centrally: one slow store
@@ -257,6 +280,7 @@ class Injector:
                         centre_s = time.time() - restored
                         cpu_drained = psutil.cpu_times()
                         role_cores = roles.cores()
+                        worker_after = await self._worker_seconds()
                         # applied means sent: this is the latest it can have been
                         sent_s = centre_s if sent_s is None else sent_s
                 if pg_s is None:
@@ -284,7 +308,29 @@ class Injector:
                 round(statistics.median(store_s.values()), 2) if store_s else None
             ),
             "drain_cpu_cores": role_cores or roles.cores(),
+            **worker_shares(worker_before, worker_after, took),
         }
+
+    async def _worker_seconds(self) -> dict[str, float]:
+        """The workers' seconds spent in apply batches and in their flushes so far."""
+        wanted = {
+            "retail_apply_batch_seconds_sum": "batch",
+            "retail_apply_flush_seconds_sum": "flush",
+        }
+        out = dict.fromkeys(wanted.values(), 0.0)
+        timeout = aiohttp.ClientTimeout(total=5)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                for w in self.cluster.workers:
+                    async with session.get(f"{w.url}/metrics") as resp:
+                        for line in (await resp.text()).splitlines():
+                            name, _, value = line.partition(" ")
+                            if name in wanted:
+                                out[wanted[name]] += float(value)
+        except (OSError, TimeoutError, ValueError, aiohttp.ClientError) as exc:
+            log.debug("worker metrics unreadable: %r", exc)
+            return {}
+        return out
 
     async def _forwarded(self, stores: list[str], target: dict[str, int]) -> bool:
         """Whether every store's agent has had its backlog acknowledged by the broker."""

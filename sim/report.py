@@ -30,6 +30,8 @@ TARGETS: dict[str, tuple[str, Any]] = {
     "drain_sent_s": ("(the agents had sent their backlog)", None),
     "drain_median_store_s": ("(half the cut stores applied)", None),
     "drain_cpu_cores": ("(cores each part used while it drained)", None),
+    "drain_worker_apply_pct": ("(the worker applying, % of the drain)", None),
+    "drain_worker_flush_pct": ("(the worker waiting for its writes' acks)", None),
     "accuracy_final": ("100%", lambda v: v >= 1.0),
     "accuracy_in_run": ("≥ 99.9%", lambda v: v >= 0.999),
     "lost": ("0", lambda v: v == 0),

@@ -187,6 +187,8 @@ def _biggest_drain(drains: list[dict[str, Any]]) -> dict[str, Any]:
         "drain_sent_s": d.get("drain_sent_s"),
         "drain_median_store_s": d.get("drain_median_store_s"),
         "drain_cpu_cores": d.get("drain_cpu_cores"),
+        "drain_worker_apply_pct": d.get("drain_worker_apply_pct"),
+        "drain_worker_flush_pct": d.get("drain_worker_flush_pct"),
     }
 
 

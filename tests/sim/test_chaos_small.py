@@ -63,6 +63,8 @@ def test_small_chaos_run_memory_broker(tmp_path: Path) -> None:
     assert drain["backlog"] > 0
     assert 0 < drain["drain_sent_s"] <= drain["drain_s"], drain
     assert drain["drain_median_store_s"] <= drain["drain_s"], drain
+    assert drain["drain_worker_apply_pct"] is not None, drain
+    assert drain["drain_worker_flush_pct"] is not None, drain
     assert set(drain["drain_cpu_cores"]) == {
         "workers", "sink", "broker", "s3", "proxy", "postgres", "outlets", "simulator"
     }, drain  # fmt: skip
