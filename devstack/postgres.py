@@ -79,14 +79,25 @@ def _make_binaries_runnable(bin_dir: Path) -> None:
                 f.chmod(mode | extra)
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @dataclass
 class EmbeddedPostgres(Killable):
     data_dir: Path
     port: int = 0
     host: str = "127.0.0.1"
     proc: subprocess.Popen[bytes] | None = None
-    #: a shutdown checkpoint may take a while after a busy run
-    stop_timeout_s: ClassVar[float] = 20.0
+    #: a shutdown checkpoint may take a while after a busy run: on a slow disk
+    #: (2-5 MB/s here on 2026-11-27) it wrote 100 MB of dirty buffers in 45 s
+    stop_timeout_s: ClassVar[float] = 120.0
 
     @property
     def pgdata(self) -> Path:
@@ -107,8 +118,15 @@ class EmbeddedPostgres(Killable):
         ``stop_timeout_s`` followed, and the next start replayed minutes of
         WAL (over a minute on a slow disk, past the start's wait)."""
         if self.proc is not None:
+            group = self.proc.pid
             stop_process(self.proc, timeout=self.stop_timeout_s, sig=signal.SIGINT)
             self.proc = None
+            # the postmaster is gone, but a backend in disk I/O dies only when
+            # its write completes; a start before that fails ("pre-existing
+            # shared memory block is still in use")
+            wait_until(
+                lambda: not _group_alive(group), timeout=60, what="PostgreSQL's processes to exit"
+            )
 
     def start(self, timeout: float = 180.0) -> None:
         bin_dir = postgres_bin()
