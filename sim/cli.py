@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from rich.console import Console
 
+from bench.common import exit_cleanly_on_sigterm
 from sim.faults import bench_schedule, chaos_schedule
 from sim.report import plot, write_json, write_markdown
 from sim.runner import Result, Scenario, run
@@ -110,6 +111,10 @@ def summary(result: Result) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # SIGTERM (a CI timeout, kill) must still close the cluster and put the
+    # session's niceness back: killed outright, a bench left its hundred agents
+    # running and this session at autogroup nice 10
+    exit_cleanly_on_sigterm()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     if args.command == "demo":
         return demo(args)

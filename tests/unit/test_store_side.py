@@ -12,7 +12,9 @@ from sim import store_side
 @pytest.mark.skipif(store_side.autogroup_nice() is None, reason="no autogroups on this kernel")
 def test_the_session_is_lowered_for_the_run_and_put_back() -> None:
     before = store_side.autogroup_nice()
-    assert before is not None and before < 7
+    assert before is not None
+    if before >= 7:
+        pytest.skip(f"this session is already at autogroup nice {before}")
     with store_side.lowered(7) as nice:
         if nice != 7:
             pytest.skip("this session's autogroup cannot be written here")
