@@ -263,14 +263,14 @@ class Injector:
         worker_after: dict[str, float] = {}
         role_cores: dict[str, float] = {}
         sent_s: float | None = None
+        # its own task: twenty slow agents' answers must not delay the looks below
+        sending = asyncio.create_task(self._sent(stores, target, restored))
         # when each store's backlog was applied centrally: one slow store
         # (a forwarder late to reconnect) stretches the whole drain
         store_s: dict[str, float] = {}
         try:
             while time.monotonic() < deadline and (centre_s is None or pg_s is None):
                 peak_rss = max(peak_rss, self.cluster.worker_rss_mb())
-                if sent_s is None and centre_s is None and await self._forwarded(stores, target):
-                    sent_s = time.time() - restored
                 if centre_s is None:
                     now = await self._applied(stores)
                     for s in stores:
@@ -281,8 +281,9 @@ class Injector:
                         cpu_drained = psutil.cpu_times()
                         role_cores = roles.cores()
                         worker_after = await self._worker_seconds()
-                        # applied means sent: this is the latest it can have been
-                        sent_s = centre_s if sent_s is None else sent_s
+                        # applied means sent: if the agents' answers are not all
+                        # in yet, this is the latest it can have been
+                        sent_s = sending.result() if sending.done() else centre_s
                 if pg_s is None:
                     in_pg = await self._in_postgres(stores, pool)
                     if all(in_pg.get(s, 0) >= target[s] for s in stores):
@@ -291,6 +292,8 @@ class Injector:
                 # worker that is draining, and the times are late by at most this
                 await asyncio.sleep(0.5)
         finally:
+            sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
             await pool.close()
         took = max(centre_s or time.time() - restored, 1e-3)
         took_pg = max(pg_s or time.time() - restored, 1e-3)
@@ -332,19 +335,29 @@ class Injector:
             return {}
         return out
 
-    async def _forwarded(self, stores: list[str], target: dict[str, int]) -> bool:
-        """Whether every store's agent has had its backlog acknowledged by the broker."""
+    async def _sent(self, stores: list[str], target: dict[str, int], restored: float) -> float:
+        """Seconds after ``restored`` when every store's agent had its backlog
+        acknowledged by the broker; the agents are asked together, each until done."""
         timeout = aiohttp.ClientTimeout(total=2)
-        try:
-            async with aiohttp.ClientSession(timeout=timeout) as session:
-                for s in stores:
-                    async with session.get(f"{self.cluster.outlets[s].url}/v1/status") as resp:
-                        if int((await resp.json())["forwarded_seq"]) < target[s]:
-                            return False
-        except (OSError, TimeoutError, ValueError, KeyError, aiohttp.ClientError) as exc:
-            log.debug("agent status unreadable: %r", exc)
-            return False
-        return True
+        pending = set(stores)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+
+            async def sent(store: str) -> bool:
+                try:
+                    url = f"{self.cluster.outlets[store].url}/v1/status"
+                    async with session.get(url) as resp:
+                        return int((await resp.json())["forwarded_seq"]) >= target[store]
+                except (OSError, TimeoutError, ValueError, KeyError, aiohttp.ClientError) as exc:
+                    log.debug("agent %s status unreadable: %r", store, exc)
+                    return False
+
+            while pending:
+                order = sorted(pending)
+                answers = await asyncio.gather(*(sent(s) for s in order))
+                pending -= {s for s, done in zip(order, answers, strict=True) if done}
+                if pending:
+                    await asyncio.sleep(0.25)
+        return time.time() - restored
 
     async def _in_postgres(self, stores: list[str], pool: asyncpg.Pool) -> dict[str, int]:
         """The seq PostgreSQL has applied per store (``outlet_sync``); {} while unreadable."""
