@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from agents.sink import RETRIABLE
 from sim.cluster import Cluster
@@ -326,10 +327,10 @@ class Injector:
             async with aiohttp.ClientSession(timeout=timeout) as session:
                 for w in self.cluster.workers:
                     async with session.get(f"{w.url}/metrics") as resp:
-                        for line in (await resp.text()).splitlines():
-                            name, _, value = line.partition(" ")
-                            if name in wanted:
-                                out[wanted[name]] += float(value)
+                        for family in text_string_to_metric_families(await resp.text()):
+                            for sample in family.samples:
+                                if sample.name in wanted:
+                                    out[wanted[sample.name]] += sample.value
         except (OSError, TimeoutError, ValueError, aiohttp.ClientError) as exc:
             log.debug("worker metrics unreadable: %r", exc)
             return {}

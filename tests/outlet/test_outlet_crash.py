@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.broker import TansuBroker
 from devstack.stack import create_topics
@@ -164,7 +165,10 @@ async def _metric(agent: AgentProcess, name: str) -> float:
     async with httpx.AsyncClient(timeout=2.0) as c:
         text = (await c.get(f"{agent.url}/metrics")).text
     return sum(
-        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{")
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
     )
 
 
