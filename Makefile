@@ -51,6 +51,10 @@ bench-outlet:  ## outlet agent: durable accepts/s vs no-log ceiling, latency, dr
 bench-central:  ## central worker: events/s live and packed vs raw aiokafka, lag, recovery, RSS
 	$(BIN)/python -m bench.central_bench
 
+.PHONY: bench-recovery
+bench-recovery:  ## worker kill -9 and restart on Tansu's S3 storage: recovery_s, changelog ends at once vs one by one
+	$(BIN)/python -m bench.recovery_bench
+
 .PHONY: bench-sink
 bench-sink:  ## Postgres sink: rows/s vs raw COPY, commit lag at 1,000 events/s
 	$(BIN)/python -m bench.sink_bench

@@ -55,7 +55,10 @@ FETCH_BYTES = 1 << 20
 #: how long one fetch may take. Tansu lists all of the partition's batch
 #: objects on every fetch and stops listing when this runs out (the fetch then
 #: answers nothing), so it is generous; it waits that long only at a hole
+#: (twice: a hole met among other fetches is fetched again alone)
 FETCH_WAIT_MS = 10_000
+#: partitions read at once (one fetch in flight each)
+CONCURRENT_PARTITIONS = 16
 #: a partition still not at its end after this many fetches is an error
 MAX_FETCHES = 10_000
 #: how long retriable errors (the broker restarting) are retried, and how often
@@ -80,18 +83,52 @@ async def exact_end_offsets(consumer: Any, tps: Iterable[Any]) -> dict[Any, int]
     end is reached when the batches read reach ``H``, or when a fetch returns
     no record before ``H`` (Tansu: a batch that was never written after its
     offsets were taken, a kill -9 in between; nothing will ever fill it).
-    Partitions are fetched one at a time: Tansu's fetch deadline is per request.
+
+    Up to :data:`CONCURRENT_PARTITIONS` partitions are read at once. In a
+    worker each fetch waits behind the consumer's own long poll on the same
+    connection (the broker answers a connection's requests in order; clients
+    of an S3 broker poll for up to 2 s), and a restarted worker reads the end
+    of every changelog partition it owns (56 at 8 partitions) before it
+    applies anything: one at a time that was most of a restart
+    (``make bench-recovery``: 68 s against 8 s at once). But an empty answer is only
+    believed from a fetch made alone: Tansu stops listing a partition when
+    the fetch's deadline runs out and then answers nothing, so a fetch kept
+    waiting behind others could pass for a hole and the recovery would stop
+    short of records that are there. Such a partition is read on alone.
     """
     tps = list(tps)
     if not tps:
         return {}
     listed: Mapping[Any, int] = await consumer.end_offsets(tps)
     ends = {tp: int(listed[tp]) for tp in tps}
-    for tp in tps:
-        if ends[tp] > 0:
-            ends[tp] = await _read_to_end(consumer._client, tp, ends[tp])
-            if ends[tp] != listed[tp]:
-                log.info("%s ends at %d; ListOffsets answered %d", tp, ends[tp], listed[tp])
+    client = consumer._client
+    slots = asyncio.Semaphore(CONCURRENT_PARTITIONS)
+
+    async def read_among_others(tp: Any) -> tuple[int, int | None]:
+        async with slots:
+            return await _read_to_end(client, tp, ends[tp])
+
+    reading = [tp for tp in tps if ends[tp] > 0]
+    tasks = [asyncio.ensure_future(read_among_others(tp)) for tp in reading]
+    try:
+        found = await asyncio.gather(*tasks)
+    except BaseException:  # the first failure is the answer: stop the other reads
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    for tp, (end, short_of) in zip(reading, found, strict=True):
+        if short_of is not None:
+            end, short_of = await _read_to_end(client, tp, end)  # alone now
+        if short_of is not None:
+            log.warning(
+                "%s: no record from offset %d to the high watermark %d: a batch the "
+                "broker never wrote (or could not list within %d ms); it ends at %d",
+                tp, end, short_of, FETCH_WAIT_MS, end,
+            )  # fmt: skip
+        if end != listed[tp]:
+            log.info("%s ends at %d; ListOffsets answered %d", tp, end, listed[tp])
+        ends[tp] = end
     return ends
 
 
@@ -142,14 +179,17 @@ async def _fetch(client: Any, tp: Any, position: int) -> tuple[int, bytes | None
                 await client.force_metadata_update()
 
 
-async def _read_to_end(client: Any, tp: Any, listed: int) -> int:
+async def _read_to_end(client: Any, tp: Any, listed: int) -> tuple[int, int | None]:
+    """(the end, None), or (where the records stopped, the high watermark above
+    it) when a fetch answered nothing below the high watermark: a hole, or a
+    fetch that ran out of time (see :func:`exact_end_offsets`)."""
     end = listed
     position = listed - 1
     for _ in range(MAX_FETCHES):
         try:
             highwater, data = await _fetch(client, tp, position)
         except OffsetOutOfRangeError:
-            return end  # Kafka, the log start moved past us: ListOffsets holds
+            return end, None  # Kafka, the log start moved past us: ListOffsets holds
         last_end = None
         records = MemoryRecords(data) if data else None
         while records is not None and records.has_next():
@@ -158,17 +198,11 @@ async def _read_to_end(client: Any, tp: Any, listed: int) -> int:
                 break
             last_end = batch.next_offset
         if last_end is None or last_end <= position:
-            if end < highwater:
-                log.warning(
-                    "%s: no record from offset %d to the high watermark %d: a batch the "
-                    "broker never wrote (or could not list within %d ms); it ends at %d",
-                    tp, end, highwater, FETCH_WAIT_MS, end,
-                )  # fmt: skip
-            return end
+            return end, (highwater if end < highwater else None)
         end = max(end, int(last_end))
         position = end
         if end >= highwater:
-            return end
+            return end, None
     raise EndNotFound(f"{tp}: no end found after {MAX_FETCHES} fetches")
 
 

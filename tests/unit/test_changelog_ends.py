@@ -53,6 +53,13 @@ class FakeBroker:
     #: error codes answered to the next fetches, one each
     errors: list[int] = field(default_factory=list)
     fetches: list[tuple[int, int]] = field(default_factory=list)
+    #: like Tansu when a fetch's listing runs out of time: a fetch made while
+    #: others are in flight answers no records
+    empty_when_busy: bool = False
+    in_flight: int = 0
+    most_in_flight: int = 0
+    #: (partition, offset) of the fetches made while no other was in flight
+    alone: list[tuple[int, int]] = field(default_factory=list)
 
     # the consumer's part
     async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
@@ -76,6 +83,15 @@ class FakeBroker:
     async def send(self, node: int, request: Any) -> Any:
         ((topic, ((partition, offset, max_bytes),)),) = request.topics
         self.fetches.append((partition, offset))
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0)  # the round trip: other fetches may start meanwhile
+            busy = self.in_flight > 1
+        finally:
+            self.in_flight -= 1
+        if not busy:
+            self.alone.append((partition, offset))
         log = self.logs[partition]
         # the batch holding ``offset`` and the ones after it, below the watermark
         data = b"".join(
@@ -83,6 +99,8 @@ class FakeBroker:
             for base, count in log.batches
             if base + count > offset and base < log.highwater
         )[:max_bytes]
+        if busy and self.empty_when_busy:
+            data = b""
 
         error = self.errors.pop(0) if self.errors else 0
 
@@ -114,6 +132,26 @@ def test_a_hole_at_the_end_is_not_waited_for() -> None:
     # offsets 12-14 were taken (the watermark) but their batch never written
     broker = FakeBroker({0: Log([(0, 5), (5, 7)], highwater=15, listed=6)})
     assert ends(broker) == {0: 12}
+
+
+def test_a_hole_is_only_believed_from_a_fetch_made_alone() -> None:
+    # partition 0 has a real hole at its end (12-14); the others are whole,
+    # and every fetch made beside another answers nothing
+    logs = {0: Log([(0, 5), (5, 7)], highwater=15, listed=6)}
+    logs |= {p: Log([(0, 5), (5, 7), (12, 3)], highwater=15, listed=6) for p in range(1, 6)}
+    broker = FakeBroker(logs, empty_when_busy=True)
+    assert ends(broker) == {0: 12, **{p: 15 for p in range(1, 6)}}
+    assert broker.most_in_flight > 1
+    # what ended each partition's read was a fetch answered alone
+    assert {p for p, _ in broker.alone} == set(range(6))
+
+
+def test_partitions_are_read_concurrently_up_to_the_limit() -> None:
+    n = changelog_ends.CONCURRENT_PARTITIONS * 3
+    logs = {p: Log([(0, 1), (1, 4), (5, 2)], highwater=7, listed=1) for p in range(n)}
+    broker = FakeBroker(logs)
+    assert ends(broker) == dict.fromkeys(range(n), 7)
+    assert broker.most_in_flight == changelog_ends.CONCURRENT_PARTITIONS
 
 
 def test_holes_inside_are_skipped() -> None:
