@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--seconds", type=float, default=seconds, help="traffic duration")
         cmd.add_argument("--batch", type=int, default=batch, help="events per POST")
         cmd.add_argument("--partitions", type=int, default=8)
+        cmd.add_argument(
+            "--workers", type=int, default=1, help="central workers at the start"
+        )  # fmt: skip
         cmd.add_argument("--seed", type=int, default=1)
         cmd.add_argument("--data-dir", type=Path, default=Path(f".data/sim-{name}"))
         cmd.add_argument(
@@ -125,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch=args.batch,
         seconds=args.seconds,
         partitions=args.partitions,
+        workers=args.workers,
         seed=args.seed,
         data_dir=args.data_dir,
     )

@@ -50,23 +50,24 @@ def box_shares(start: Any, end: Any) -> dict[str, float]:
 
 
 def worker_shares(
-    before: dict[str, float], after: dict[str, float], wall_s: float
+    before: dict[str, float], after: dict[str, float], wall_s: float, workers: int = 1
 ) -> dict[str, float | None]:
-    """Shares (%) of a drain's wall time the worker spent applying batches and
-    waiting for their flushes to be acknowledged; the rest it waited for records.
-    None where a reading is missing or a worker restarted (its sums went back)."""
+    """Shares (%) of a drain's wall time a worker spent applying batches and
+    waiting for their flushes to be acknowledged (the mean of ``workers``, whose
+    sums these are); the rest it waited for records. None where a reading is
+    missing or a worker restarted (its sums went back)."""
     shares: dict[str, float | None] = {
         "drain_worker_apply_pct": None,
         "drain_worker_flush_pct": None,
     }
-    if not before or not after or wall_s <= 0:
+    if not before or not after or wall_s <= 0 or workers < 1:
         return shares
     batch = after["batch"] - before["batch"]
     flush = after["flush"] - before["flush"]
     if batch < 0 or flush < 0:
         return shares
-    shares["drain_worker_apply_pct"] = round(100 * (batch - flush) / wall_s, 1)
-    shares["drain_worker_flush_pct"] = round(100 * flush / wall_s, 1)
+    shares["drain_worker_apply_pct"] = round(100 * (batch - flush) / wall_s / workers, 1)
+    shares["drain_worker_flush_pct"] = round(100 * flush / wall_s / workers, 1)
     return shares
 
 
@@ -312,7 +313,7 @@ class Injector:
                 round(statistics.median(store_s.values()), 2) if store_s else None
             ),
             "drain_cpu_cores": role_cores or roles.cores(),
-            **worker_shares(worker_before, worker_after, took),
+            **worker_shares(worker_before, worker_after, took, len(self.cluster.workers)),
         }
 
     async def _worker_seconds(self) -> dict[str, float]:

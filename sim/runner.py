@@ -31,6 +31,8 @@ class Scenario:
     batch: int = 5  # events per POST (a store server relaying its tills)
     seconds: float = 60.0
     partitions: int = 8
+    #: workers at the start (the rebalance fault adds one for a while)
+    workers: int = 1
     seed: int = 1
     faults: list[Fault] = field(default_factory=list)
     #: store -> agent clock skew (seconds); store -> terminal (occurred_at) skew
@@ -204,7 +206,7 @@ async def run(sc: Scenario) -> Result:
     )
     t_start = time.monotonic()
     try:
-        await asyncio.to_thread(cluster.start, 1)
+        await asyncio.to_thread(cluster.start, sc.workers)
         log.warning("cluster up in %.0fs: %d stores", time.monotonic() - t_start, sc.stores)
         return await _run(sc, cluster)
     finally:
@@ -301,6 +303,7 @@ async def _run(sc: Scenario, cluster: Cluster) -> Result:
         {
             "stores": sc.stores,
             "skus": sc.skus,
+            "workers": sc.workers,
             "duration_s": round(traffic_s, 1),
             "offered_rate": sc.rate,
             "events": truth.total(),

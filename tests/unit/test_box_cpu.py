@@ -50,6 +50,11 @@ def test_worker_shares_split_the_drain_into_applying_and_waiting_for_acks() -> N
         "drain_worker_apply_pct": 25.0,
         "drain_worker_flush_pct": 15.0,
     }
+    # two workers' sums: each spent half of that, on average
+    assert worker_shares(before, after, 20.0, workers=2) == {
+        "drain_worker_apply_pct": 12.5,
+        "drain_worker_flush_pct": 7.5,
+    }
 
 
 def test_worker_shares_unknown_when_a_reading_is_missing_or_a_worker_restarted() -> None:
