@@ -61,6 +61,10 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
+def _workers(n: Any) -> str:
+    return "? workers" if n is None else f"{n} worker{'' if n == 1 else 's'}"
+
+
 def write_markdown(
     path: Path,
     figures: dict[str, Any],
@@ -87,7 +91,8 @@ def write_markdown(
             "",
             f"Scale run: {figures.get('stores')} stores x {figures.get('skus'):,} SKUs, "
             f"{figures.get('duration_s')} s of traffic offered at {figures.get('offered_rate')} "
-            f"events/s, {figures.get('events'):,} events accepted; broker storage "
+            f"events/s, {figures.get('events'):,} events accepted; "
+            f"{_workers(figures.get('workers'))} at the start; broker storage "
             f"{figures.get('storage', '?')}; the store side (simulator and agents) at "
             f"autogroup niceness {_nice(figures)}.",
             "",
