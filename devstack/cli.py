@@ -20,11 +20,18 @@ from functools import partial
 from pathlib import Path
 from types import FrameType
 
-import httpx
 import orjson
 from rich.console import Console
 
-from devstack.process import StackError, free_port, port_is_free, spawn, stop_process, wait_until
+from devstack.process import (
+    StackError,
+    free_port,
+    health_answers,
+    port_is_free,
+    spawn,
+    stop_process,
+    wait_until,
+)
 from devstack.stack import DevStack
 
 console = Console(stderr=True)
@@ -162,7 +169,7 @@ def _start_demo(
         port += 1
     with console.status("waiting for the worker and the outlet agents"):
         for url in [central, *(str(o["url"]) for o in outlets)]:
-            wait_until(partial(_answers, url), timeout=90, what=f"{url}/health")
+            wait_until(partial(health_answers, url), timeout=90, what=f"{url}/health")
     # the chain simulator (sim/) at a gentle rate: baskets, returns, voids, receipts,
     # counts, transfers between the stores, and web-shop reservations at the centre
     sim_args = [sys.executable, "-m", "sim", "demo", "--rate", str(args.rate)]
@@ -177,10 +184,3 @@ def _start_demo(
         "outlets": outlets,
         "logs": str(logs),
     }
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False

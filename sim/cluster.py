@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-import httpx
 import psutil
 
 from devstack.broker import TansuBroker, tansu_binary
@@ -25,6 +24,7 @@ from devstack.process import (
     Killable,
     StackError,
     free_port,
+    health_answers,
     port_answers,
     spawn,
     stop_process,
@@ -112,19 +112,6 @@ class Proxy:
             self.proc = None
 
 
-#: One client for every readiness probe. ``httpx.get`` builds a client, and so an
-#: SSL context, per call: polling a hundred starting agents that way was a
-#: quarter of the simulator's CPU while they booted (py-spy).
-_PROBE = httpx.Client(timeout=1)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return _PROBE.get(f"{url}/health").status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 @dataclass
 class Worker(Killable):
     """``faust -A app worker`` that can be killed -9 and started again."""
@@ -166,7 +153,7 @@ class Worker(Killable):
         def ready() -> bool:
             if self.proc is None or self.proc.poll() is not None:
                 raise StackError(f"worker exited; see {self.data_dir}")
-            return _answers(self.url)
+            return health_answers(self.url)
 
         wait_until(ready, timeout=timeout, what=f"worker on {self.url}", interval=0.2)
 
@@ -263,7 +250,7 @@ class Outlet(Killable):
         def ready() -> bool:
             if self.proc is None or self.proc.poll() is not None:
                 raise StackError(f"outlet {self.store_id} exited; see {self.data_dir}")
-            return _answers(self.url)
+            return health_answers(self.url)
 
         wait_until(ready, timeout=timeout, what=f"outlet {self.store_id}", interval=0.1)
 

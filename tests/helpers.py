@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar
 
 import httpx
 
-from devstack.process import Killable, free_port, spawn
+from devstack.process import Killable, free_port, health_answers, spawn
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,7 +126,7 @@ class WorkerProcess(Killable):
     def wait_ready(self, timeout: float = 60.0) -> None:
         def ready() -> bool:
             assert self.proc is not None and self.proc.poll() is None, self.log_tail()
-            return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
+            return health_answers(self.url)
 
         wait_for(ready, timeout=timeout, what=f"worker on {self.url}")
 
