@@ -70,7 +70,9 @@ class EndNotFound(RuntimeError):
     """The end of a partition could not be read (the recovery must not guess)."""
 
 
-async def exact_end_offsets(consumer: Any, tps: Iterable[Any]) -> dict[Any, int]:
+async def exact_end_offsets(
+    consumer: Any, tps: Iterable[Any], *, concurrency: int = CONCURRENT_PARTITIONS
+) -> dict[Any, int]:
     """The offset after the last record of each partition, found by fetching.
 
     ``consumer`` is a started ``aiokafka.AIOKafkaConsumer``; ``tps`` are
@@ -84,7 +86,7 @@ async def exact_end_offsets(consumer: Any, tps: Iterable[Any]) -> dict[Any, int]
     no record before ``H`` (Tansu: a batch that was never written after its
     offsets were taken, a kill -9 in between; nothing will ever fill it).
 
-    Up to :data:`CONCURRENT_PARTITIONS` partitions are read at once. In a
+    Up to ``concurrency`` partitions are read at once. In a
     worker each fetch waits behind the consumer's own long poll on the same
     connection (the broker answers a connection's requests in order; clients
     of an S3 broker poll for up to 2 s), and a restarted worker reads the end
@@ -102,7 +104,7 @@ async def exact_end_offsets(consumer: Any, tps: Iterable[Any]) -> dict[Any, int]
     listed: Mapping[Any, int] = await consumer.end_offsets(tps)
     ends = {tp: int(listed[tp]) for tp in tps}
     client = consumer._client
-    slots = asyncio.Semaphore(CONCURRENT_PARTITIONS)
+    slots = asyncio.Semaphore(concurrency)
 
     async def read_among_others(tp: Any) -> tuple[int, int | None]:
         async with slots:

@@ -167,6 +167,14 @@ def p99_between(before: list[tuple[float, float]], after: list[tuple[float, floa
     return float("nan")
 
 
+def worker_env(stack: DevStack, app_id: str, topic: str) -> dict[str, str]:
+    """A benchmark worker's settings: its own app id and events topic, no sink."""
+    return {
+        **stack.env(), "RETAIL_APP_ID": app_id, "RETAIL_EVENTS_TOPIC": topic,
+        "RETAIL_SINK_ENABLED": "false", "RETAIL_LOG_LEVEL": "warning",
+    }  # fmt: skip
+
+
 def run_worker_until(
     env: dict[str, str], data_dir: Path, n_events: int
 ) -> tuple[float, float, WorkerProcess]:
@@ -251,10 +259,7 @@ def main() -> None:
             records = asyncio.run(preload(stack.broker.bootstrap, topic, events, pack))
             progress(f"[{mode}] raw aiokafka ceiling over {records} records")
             ceiling_records = asyncio.run(raw_ceiling(stack.broker.bootstrap, topic, records))
-            env = {
-                **stack.env(), "RETAIL_APP_ID": app_id, "RETAIL_EVENTS_TOPIC": topic,
-                "RETAIL_SINK_ENABLED": "false", "RETAIL_LOG_LEVEL": "warning",
-            }  # fmt: skip
+            env = worker_env(stack, app_id, topic)
             progress(f"[{mode}] one worker applying")
             rate, peak, worker = run_worker_until(env, tmp / f"worker-{mode}", args.events)
             workers.append(worker)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import random
 import shutil
 import tempfile
@@ -32,16 +33,22 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app import changelog_ends
-from bench.central_bench import applied_at_least, make_sales, preload, run_worker_until
+from bench.central_bench import (
+    applied_at_least,
+    make_sales,
+    preload,
+    run_worker_until,
+    worker_env,
+)
 from bench.common import exit_cleanly_on_sigterm, progress, report
 from devstack import DevStack
 from devstack.broker import S3_FETCH_MAX_WAIT_MS
 from devstack.stack import create_topics
+from tables.state import Tables
 from tests.helpers import wait_for
 
 TOPIC = "events-recovery"
 APP_ID = "bench-recovery"
-TABLES = ("stock", "progress", "sales", "dead_letters", "transfers", "reservations", "alerts")
 
 
 async def _poll(consumer: AIOKafkaConsumer) -> None:
@@ -66,9 +73,10 @@ async def time_ends(bootstrap: str, partitions: int) -> dict[str, Any]:
     await consumer.seek_to_end()
     polling = asyncio.create_task(_poll(consumer))
     try:
+        # the worker's changelogs: one per table (``tables.state.Tables``), named by Faust
         tps = [
-            TopicPartition(f"{APP_ID}-{table}-changelog", p)
-            for table in TABLES
+            TopicPartition(f"{APP_ID}-{table.name}-changelog", p)
+            for table in dataclasses.fields(Tables)
             for p in range(partitions)
         ]
         t0 = time.monotonic()
@@ -76,12 +84,7 @@ async def time_ends(bootstrap: str, partitions: int) -> dict[str, Any]:
         t1 = time.monotonic()
         exact = await changelog_ends.exact_end_offsets(consumer, tps)
         t2 = time.monotonic()
-        concurrent = changelog_ends.CONCURRENT_PARTITIONS
-        changelog_ends.CONCURRENT_PARTITIONS = 1
-        try:
-            serial = await changelog_ends.exact_end_offsets(consumer, tps)
-        finally:
-            changelog_ends.CONCURRENT_PARTITIONS = concurrent
+        serial = await changelog_ends.exact_end_offsets(consumer, tps, concurrency=1)
         t3 = time.monotonic()
     finally:
         polling.cancel()
@@ -118,10 +121,7 @@ def main() -> None:
         asyncio.run(create_topics(bootstrap, {TOPIC: args.partitions}))
         progress(f"pre-loading {args.events} events")
         asyncio.run(preload(bootstrap, TOPIC, sales[: args.events], 50))
-        env = {
-            **stack.env(), "RETAIL_APP_ID": APP_ID, "RETAIL_EVENTS_TOPIC": TOPIC,
-            "RETAIL_SINK_ENABLED": "false", "RETAIL_LOG_LEVEL": "warning",
-        }  # fmt: skip
+        env = worker_env(stack, APP_ID, TOPIC)
         progress("one worker applying")
         rate, _, worker = run_worker_until(env, tmp / "worker", args.events)
         progress(f"{rate:,.0f} events/s; kill -9 and restart")
@@ -138,9 +138,6 @@ def main() -> None:
         worker.stop()
         progress(f"restarted in {figures['recovery_s']} s; timing the changelog ends")
         figures |= asyncio.run(time_ends(bootstrap, args.partitions))
-        figures["exact_ends_speedup"] = round(
-            figures["exact_ends_serial_s"] / max(figures["exact_ends_s"], 1e-3), 1
-        )
         report("recovery", figures)
     finally:
         if worker is not None:

@@ -110,9 +110,9 @@ class FakeBroker:
         return Response()
 
 
-def ends(broker: FakeBroker) -> dict[int, int]:
+def ends(broker: FakeBroker, **options: int) -> dict[int, int]:
     tps = [TopicPartition(TOPIC, p) for p in sorted(broker.logs)]
-    got = asyncio.run(exact_end_offsets(broker, tps))
+    got = asyncio.run(exact_end_offsets(broker, tps, **options))
     return {tp.partition: got[tp] for tp in tps}
 
 
@@ -152,6 +152,9 @@ def test_partitions_are_read_concurrently_up_to_the_limit() -> None:
     broker = FakeBroker(logs)
     assert ends(broker) == dict.fromkeys(range(n), 7)
     assert broker.most_in_flight == changelog_ends.CONCURRENT_PARTITIONS
+    one_by_one = FakeBroker(logs)
+    assert ends(one_by_one, concurrency=1) == dict.fromkeys(range(n), 7)
+    assert one_by_one.most_in_flight == 1
 
 
 def test_holes_inside_are_skipped() -> None:
