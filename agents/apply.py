@@ -38,6 +38,11 @@ CHUNK_EVENTS = 2000
 #: events applied, written and acknowledged together
 GROUP_EVENTS = 5_000
 
+#: (store_id, outlet_seq) -> when the outlet's forwarder sent the event's record
+#: (its Kafka timestamp, s). The ledger keeps it, so a lag splits into the
+#: store side (recorded_at -> sent_at) and the centre (sent_at -> applied_at).
+SentAt = dict[tuple[str, int], float]
+
 
 @dataclass(slots=True)
 class BatchRows:
@@ -84,6 +89,7 @@ class Applier:
         valid: list[Event | ReservationCommand] = []
         dead: list[tuple[str, DeadLetter, Any]] = []
         store_event: dict[str, Any] = {}
+        sent: SentAt = {}
         commands_topic = self.topics.reservations.get_topic_name()
         for record in batch:
             msg = record.message
@@ -100,26 +106,30 @@ class Applier:
                 valid.append(command)
             else:
                 events, bad = validate_record(record.value, source, self.settings)
+                stamp = msg.timestamp  # the outlet's forwarder sent the record (s)
                 for event in events:
                     store_event.setdefault(event.store_id, record)
+                    if stamp:  # the first copy is the one applied
+                        sent.setdefault((event.store_id, event.outlet_seq), stamp)
                 valid.extend(events)
                 dead.extend((k, d, record) for k, d in bad)
             if len(valid) >= GROUP_EVENTS:
-                await self._apply_group(valid, dead, store_event)
-                valid, dead, store_event = [], [], {}
+                await self._apply_group(valid, dead, store_event, sent)
+                valid, dead, store_event, sent = [], [], {}, {}
         if valid or dead:
-            await self._apply_group(valid, dead, store_event)
+            await self._apply_group(valid, dead, store_event, sent)
 
     async def _apply_group(
         self,
         valid: list[Event | ReservationCommand],
         dead: list[tuple[str, DeadLetter, Any]],
         store_event: dict[str, Any],
+        sent: SentAt,
     ) -> BatchOutcome:
         # A rebalance waits for the group in hand (reset_when_idle), so a
         # revoked partition never gets a late write from this worker.
         async with self._lock:
-            return await self._apply_group_locked(valid, dead, store_event)
+            return await self._apply_group_locked(valid, dead, store_event, sent)
 
     async def reset_when_idle(self) -> None:
         """Partitions are being revoked: let the group in hand finish, then forget."""
@@ -131,6 +141,7 @@ class Applier:
         valid: list[Event | ReservationCommand],
         dead: list[tuple[str, DeadLetter, Any]],
         store_event: dict[str, Any],
+        sent: SentAt,
     ) -> BatchOutcome:
         started = time.monotonic()
         now = time.time()
@@ -151,7 +162,7 @@ class Applier:
         outcome.touched_progress |= confirmed
         rows = self._rows(outcome, now)
         self._write_state(outcome, store_event, rows)
-        self._send_outputs(outcome, store_event, dead, now, rows)
+        self._send_outputs(outcome, store_event, dead, now, rows, sent)
         self.cache.trim()  # only now: every changed value has been serialized
         generation = self._generation
         if faults.ARMED:  # TEST ONLY (app/faults.py)
@@ -282,6 +293,7 @@ class Applier:
         dead: list[tuple[str, DeadLetter, Any]],
         now: float,
         rows: BatchRows,
+        sent: SentAt,
     ) -> None:
         # dead letters: invalid records (keyed by their source coordinates) and
         # conflicts (keyed by the event), to the topic and the table
@@ -308,6 +320,7 @@ class Applier:
         # per store: what the Postgres sink needs (agents.apply.applied_records)
         ledger_by_store: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for row in outcome.ledger:
+            row["sent_at"] = sent.get((row["store_id"], row["outlet_seq"]))
             ledger_by_store[row["store_id"]].append(row)
         for store_id in outcome.touched_progress:
             progress = self.cache.progress(store_id)

@@ -73,7 +73,8 @@ def make_batches(
                         "store_id": store, "outlet_seq": seq[s], "line_no": line_no,
                         "event_id": event_id, "type": "sale", "sku": sku, "qty": -1,
                         "effect": "delta", "unit_price_cents": 250, "occurred_at": iso,
-                        "recorded_at": iso, "applied_at": now, "reason": None, "ref": None,
+                        "recorded_at": iso, "applied_at": now, "sent_at": now,
+                        "reason": None, "ref": None,
                     })  # fmt: skip
                     ver[(s, sku)] = ver.get((s, sku), 0) + 1
                     touched[sku] = ver[(s, sku)]

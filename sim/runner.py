@@ -79,9 +79,12 @@ SELECT floor(extract(epoch FROM applied_at) / $2) * $2 AS bucket,
 FROM ev GROUP BY bucket ORDER BY bucket
 """
 
+# The lag's two parts: the store side (recorded_at -> sent_at, the agent
+# waiting to send: here a hundred agents share two cores at a low priority)
+# and the centre (sent_at -> applied_at: broker, worker).
 LAG_SQL = """
 WITH ev AS (
-    SELECT DISTINCT ON (store_id, outlet_seq) recorded_at, applied_at, committed_at
+    SELECT DISTINCT ON (store_id, outlet_seq) recorded_at, sent_at, applied_at, committed_at
     FROM ledger WHERE NOT (store_id = ANY($1::text[]))
       AND recorded_at >= to_timestamp($2) AND recorded_at < to_timestamp($3)
     ORDER BY store_id, outlet_seq
@@ -92,7 +95,11 @@ SELECT count(*) AS events,
        percentile_cont(0.99) WITHIN GROUP (
            ORDER BY extract(epoch FROM applied_at - recorded_at) * 1000) AS p99_ms,
        percentile_cont(0.99) WITHIN GROUP (
-           ORDER BY extract(epoch FROM committed_at - recorded_at) * 1000) AS p99_pg_ms
+           ORDER BY extract(epoch FROM committed_at - recorded_at) * 1000) AS p99_pg_ms,
+       percentile_cont(0.99) WITHIN GROUP (
+           ORDER BY extract(epoch FROM sent_at - recorded_at) * 1000) AS p99_store_side_ms,
+       percentile_cont(0.99) WITHIN GROUP (
+           ORDER BY extract(epoch FROM applied_at - sent_at) * 1000) AS p99_centre_ms
 FROM ev
 """
 
@@ -124,6 +131,8 @@ async def lag_figures(
         "p50_lag_ms": r(row["p50_ms"]) if row else None,
         "p99_lag_ms": r(row["p99_ms"]) if row else None,
         "p99_pg_lag_ms": r(row["p99_pg_ms"]) if row else None,
+        "p99_store_side_lag_ms": r(row["p99_store_side_ms"]) if row else None,
+        "p99_centre_lag_ms": r(row["p99_centre_ms"]) if row else None,
         "p99_lag_ms_whole_run": r(whole["p99_ms"]) if whole else None,
         "p99_pg_lag_ms_whole_run": r(whole["p99_pg_ms"]) if whole else None,
     }

@@ -34,6 +34,7 @@ import orjson
 LEDGER_COLUMNS = (
     "store_id", "outlet_seq", "line_no", "event_id", "type", "sku", "qty", "effect",
     "unit_price_cents", "reason", "ref", "occurred_at", "recorded_at", "applied_at",
+    "sent_at",
 )  # fmt: skip
 STOCK_COLUMNS = ("store_id", "sku", "on_hand", "reserved", "applied_seq", "ver", "updated_at")
 
@@ -144,6 +145,11 @@ def _ts(value: Any) -> datetime:
     return datetime.fromisoformat(str(value))
 
 
+def _ts_or_none(value: Any) -> datetime | None:
+    """A row from a worker older than the ``sent_at`` column has none."""
+    return None if value is None else _ts(value)
+
+
 async def ensure_temp_tables(conn: asyncpg.Connection) -> None:
     """Session temp tables for COPY (emptied at every COMMIT or ROLLBACK)."""
     await conn.execute(
@@ -183,6 +189,7 @@ class _Batch:
                     row["type"], row["sku"], row["qty"], row["effect"],
                     row.get("unit_price_cents"), row.get("reason"), row.get("ref"),
                     _ts(row["occurred_at"]), _ts(row["recorded_at"]), _ts(row["applied_at"]),
+                    _ts_or_none(row.get("sent_at")),
                 )
             )  # fmt: skip
         for snap in value.get("stock", ()):

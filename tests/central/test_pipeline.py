@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import asyncpg
 import httpx
@@ -45,7 +46,9 @@ def test_events_reach_view_and_postgres(
         make_event("S2", 1, "sale", [{"sku": "A", "qty": 2}]),
     ]
     dup = dict(events[1])
+    before = time.time()
     asyncio.run(produce(stack.broker.bootstrap, topic, [*events, dup]))
+    after = time.time()
 
     wait_for(
         lambda: stock(worker, "S1", "A")["applied_seq"] == 2,
@@ -71,6 +74,13 @@ def test_events_reach_view_and_postgres(
     }
     ledger = pg(dsn, "SELECT count(*) AS n FROM ledger")
     assert ledger[0]["n"] == 4  # 1 + 2 + 1 lines, the duplicate not twice
+    # each row keeps when its record was sent (the Kafka timestamp), which
+    # splits the sync lag into the store side and the centre
+    stamps = pg(dsn, "SELECT sent_at, applied_at FROM ledger")
+    for row in stamps:
+        assert row["sent_at"] is not None
+        assert before - 0.01 <= row["sent_at"].timestamp() <= after + 0.01
+        assert row["sent_at"] <= row["applied_at"]
     sync = wait_for(
         lambda: pg(dsn, "SELECT duplicates FROM outlet_sync WHERE store_id = 'S1'"),
         timeout=10,
