@@ -21,9 +21,18 @@ the forwarder's pages, tokens) use aiosqlite connections of their own and only
 ever see committed rows (WAL).
 
 Checkpoints: the writer's automatic WAL checkpoint is off; a background task
-checkpoints (PASSIVE) from its own connection once a second, so copying the WAL
-into the database never stalls a group commit (it did, by hundreds of ms, once
-the WAL had grown during a burst).
+checkpoints (PASSIVE) from its own connection, so copying the WAL into the
+database never stalls a group commit (it did, by hundreds of ms, once the WAL
+had grown during a burst). It looks once a second and checkpoints when
+:data:`CHECKPOINT_EVENTS` were written since the last one, or when anything was
+and :data:`CHECKPOINT_TRICKLE_S` have passed: a store's few sales a second keep
+a small WAL without a checkpoint (a thread hop, copied pages and an fsync) every
+second, and an idle agent does none.
+
+The forwarded cursor: while sales come in, the forwarder's cursor rides in the
+next group's transaction (``meta.forwarded_seq``), so marking events forwarded
+costs no commit of its own; the forwarder persists it alone only when no group
+came for a while (``outlet_agent.forwarder.PERSIST_EVERY_S``).
 """
 
 from __future__ import annotations
@@ -55,6 +64,11 @@ from outlet_agent.errors import OutletLogFull, OutletLogUnavailable, OutletOverl
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: rows written since the last checkpoint that make the next one due at once
+CHECKPOINT_EVENTS: Final = 2_000
+#: a checkpoint of whatever was written, at most this often under a trickle
+CHECKPOINT_TRICKLE_S: Final = 10.0
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS events (
@@ -288,7 +302,11 @@ class EventLog:
         self.last_seq = 0
         self.forwarded_seq = 0
         self.persisted_forwarded_seq = 0
+        #: when the forwarded cursor was last written (monotonic), alone or in a group
+        self.persisted_at = 0.0
         self.groups_committed = 0
+        #: rows written so far (events, cursor marks, pruned events): what a checkpoint copies
+        self.rows_written = 0
         self._on_group = on_group
         self.new_events = asyncio.Event()
         self._queue: deque[_Request] = deque()
@@ -349,12 +367,18 @@ class EventLog:
         """Copy the WAL into the database off the commit path (see the module doc)."""
         db = self._checkpointer
         assert db is not None
+        done, done_at = self.rows_written, time.monotonic()
         while True:
             await asyncio.sleep(every_s)
+            written = self.rows_written
+            if not checkpoint_due(written - done, time.monotonic() - done_at):
+                continue
             try:
                 await db.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
             except sqlite3.OperationalError as exc:  # busy or disk full: try again later
                 log.warning("outlet log: checkpoint: %s", exc)
+                continue
+            done, done_at = written, time.monotonic()
 
     async def _in_writer(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn`` on the writer's thread (the only thread that touches its connection).
@@ -429,9 +453,12 @@ class EventLog:
         db = self._writer
         assert db is not None
         async with self._lock:
+            # the forwarder's cursor, if it moved, rides in this transaction
+            moved = self.forwarded_seq > self.persisted_forwarded_seq
+            cursor = self.forwarded_seq if moved else None
             try:
                 outcomes, last_seq = await self._in_writer(
-                    _group_transaction, db, items, self.store_id, self.signer
+                    _group_transaction, db, items, self.store_id, self.signer, cursor
                 )
             except sqlite3.Error as exc:
                 if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
@@ -441,6 +468,9 @@ class EventLog:
                     ) from exc
                 log.error("outlet log: commit failed, %d events refused (503): %s", len(items), exc)
                 raise OutletLogUnavailable(f"the outlet log could not commit: {exc}") from exc
+            self.rows_written += len(items)
+            if cursor is not None:
+                self._cursor_written(cursor)
             # advanced only after COMMIT: a failed group leaves no gap (issue 4)
             if last_seq != self.last_seq:
                 self.last_seq = last_seq
@@ -478,13 +508,13 @@ class EventLog:
         db = self._writer
         assert db is not None
         async with self._lock:
-            await self._in_writer(
-                db.execute,
-                "INSERT INTO meta VALUES ('forwarded_seq', ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (seq,),
-            )
-        self.persisted_forwarded_seq = seq
+            await self._in_writer(db.execute, _SET_FORWARDED, (seq,))
+            self.rows_written += 1
+            self._cursor_written(seq)
+
+    def _cursor_written(self, seq: int) -> None:
+        self.persisted_forwarded_seq = max(self.persisted_forwarded_seq, seq)
+        self.persisted_at = time.monotonic()
 
     async def prune(self, retention_s: float, *, chunk: int = 5_000) -> int:
         """Delete forwarded events older than ``retention_s``; never an unacked one.
@@ -504,6 +534,7 @@ class EventLog:
             if not n:
                 return pruned
             pruned += n
+            self.rows_written += n
 
     # ------------------------------------------------------------------ reading
 
@@ -611,18 +642,36 @@ def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
         yield values[i : i + _IN_CHUNK]
 
 
+_SET_FORWARDED: Final = (
+    "INSERT INTO meta VALUES ('forwarded_seq', ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+
+
+def checkpoint_due(rows: int, since_s: float) -> bool:
+    """Whether the WAL should be copied into the database now (see the module doc)."""
+    return rows >= CHECKPOINT_EVENTS or (rows > 0 and since_s >= CHECKPOINT_TRICKLE_S)
+
+
 def _group_transaction(
-    db: sqlite3.Connection, items: list[Submission], store_id: str, signer: Signer | None = None
+    db: sqlite3.Connection,
+    items: list[Submission],
+    store_id: str,
+    signer: Signer | None = None,
+    forwarded_seq: int | None = None,
 ) -> tuple[list[Outcome], int]:
     """One group in one transaction, on the writer thread; rolled back on any error.
 
     The next seq comes from ``meta.last_seq`` read inside the transaction and is
     written back in it: seqs are gap-free and never reused, whatever happened to
-    the in-memory counter.
+    the in-memory counter. ``forwarded_seq``, when given, is the forwarder's
+    cursor, written in the same transaction (no commit of its own).
     """
     db.execute("BEGIN IMMEDIATE")
     try:
         result = _write_group(db, items, store_id, signer)
+        if forwarded_seq is not None:
+            db.execute(_SET_FORWARDED, (forwarded_seq,))
         db.execute("COMMIT")
     except BaseException:
         _rollback(db)

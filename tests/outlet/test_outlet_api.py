@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
 
 import orjson
 
 from app.schema import decode_record, encode_packed, parse_event
 from outlet_agent.forwarder import pack_records, within_bytes
-from outlet_agent.log import LogRecord
+from outlet_agent.log import CHECKPOINT_EVENTS, CHECKPOINT_TRICKLE_S, LogRecord, checkpoint_due
 
 from .conftest import STORE, Agent, AgentFactory, make_event
 
@@ -199,6 +200,37 @@ async def test_seq_survives_restart_and_prune(agent_factory: AgentFactory) -> No
     assert (await agent.client.get("/v1/stock/P")).json()["on_hand"] == -3
     r = await agent.post(make_event())
     assert r.json()["outlet_seq"] == 4
+
+
+def _stored_forwarded_seq(agent: Agent) -> int:
+    db = sqlite3.connect(agent.settings.outlet_db_path)
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'forwarded_seq'").fetchone()
+    finally:
+        db.close()
+    return int(row[0]) if row else 0
+
+
+async def test_the_forwarded_cursor_rides_in_the_next_group_commit(agent: Agent) -> None:
+    for _ in range(2):
+        assert (await agent.post(make_event())).status_code == 201
+    log = agent.app.state.outlet.log
+    await log.mark_forwarded(2, persist=False)
+    assert _stored_forwarded_seq(agent) == 0  # only in memory so far
+    written_at = log.persisted_at
+    assert (await agent.post(make_event())).status_code == 201
+    # the next sale's transaction wrote it: no commit of its own
+    assert _stored_forwarded_seq(agent) == 2
+    assert log.persisted_forwarded_seq == 2 and log.persisted_at > written_at
+    assert (await agent.post(make_event())).status_code == 201
+    assert _stored_forwarded_seq(agent) == 2  # unchanged cursor: not written again
+
+
+def test_a_checkpoint_is_due_after_a_burst_or_a_while_of_trickle() -> None:
+    assert not checkpoint_due(0, 3600.0)  # nothing written: an idle agent never checkpoints
+    assert checkpoint_due(CHECKPOINT_EVENTS, 0.0)  # a burst: at once
+    assert not checkpoint_due(20, CHECKPOINT_TRICKLE_S / 2)
+    assert checkpoint_due(20, CHECKPOINT_TRICKLE_S)
 
 
 async def test_status_and_metrics(agent: Agent) -> None:
