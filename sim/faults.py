@@ -264,9 +264,6 @@ class Injector:
         worker_before = await self._worker_seconds()
         worker_after: dict[str, float] = {}
         role_cores: dict[str, float] = {}
-        sent_s: float | None = None
-        # its own task: twenty slow agents' answers must not delay the looks below
-        sending = asyncio.create_task(self._sent(stores, target, restored))
         # when each store's backlog was applied centrally: one slow store
         # (a forwarder late to reconnect) stretches the whole drain
         store_s: dict[str, float] = {}
@@ -283,9 +280,6 @@ class Injector:
                         cpu_drained = psutil.cpu_times()
                         role_cores = roles.cores()
                         worker_after = await self._worker_seconds()
-                        # applied means sent: if the agents' answers are not all
-                        # in yet, this is the latest it can have been
-                        sent_s = sending.result() if sending.done() else centre_s
                 if pg_s is None:
                     in_pg = await self._in_postgres(stores, pool)
                     if all(in_pg.get(s, 0) >= target[s] for s in stores):
@@ -294,8 +288,6 @@ class Injector:
                 # worker that is draining, and the times are late by at most this
                 await asyncio.sleep(0.5)
         finally:
-            sending.cancel()
-            await asyncio.gather(sending, return_exceptions=True)
             await pool.close()
         took = max(centre_s or time.time() - restored, 1e-3)
         took_pg = max(pg_s or time.time() - restored, 1e-3)
@@ -307,7 +299,9 @@ class Injector:
             "drain_pg_per_s": round(backlog / took_pg),
             "drain_peak_worker_rss_mb": round(peak_rss),
             **box_shares(cpu_start, cpu_drained or psutil.cpu_times()),
-            "drain_sent_s": None if sent_s is None else round(sent_s, 2),
+            # when the agents had sent it: from the ledger's sent_at once the
+            # run is over (sim.runner.drain_sent_s)
+            "restored_at": round(restored, 3),
             "drain_first_store_s": round(min(store_s.values()), 2) if store_s else None,
             "drain_median_store_s": (
                 round(statistics.median(store_s.values()), 2) if store_s else None
@@ -336,30 +330,6 @@ class Injector:
             log.debug("worker metrics unreadable: %r", exc)
             return {}
         return out
-
-    async def _sent(self, stores: list[str], target: dict[str, int], restored: float) -> float:
-        """Seconds after ``restored`` when every store's agent had its backlog
-        acknowledged by the broker; the agents are asked together, each until done."""
-        timeout = aiohttp.ClientTimeout(total=2)
-        pending = set(stores)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-
-            async def sent(store: str) -> bool:
-                try:
-                    url = f"{self.cluster.outlets[store].url}/v1/status"
-                    async with session.get(url) as resp:
-                        return int((await resp.json())["forwarded_seq"]) >= target[store]
-                except (OSError, TimeoutError, ValueError, KeyError, aiohttp.ClientError) as exc:
-                    log.debug("agent %s status unreadable: %r", store, exc)
-                    return False
-
-            while pending:
-                order = sorted(pending)
-                answers = await asyncio.gather(*(sent(s) for s in order))
-                pending -= {s for s, done in zip(order, answers, strict=True) if done}
-                if pending:
-                    await asyncio.sleep(0.25)
-        return time.time() - restored
 
     async def _in_postgres(self, stores: list[str], pool: asyncpg.Pool) -> dict[str, int]:
         """The seq PostgreSQL has applied per store (``outlet_sync``); {} while unreadable."""

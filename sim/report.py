@@ -29,7 +29,7 @@ TARGETS: dict[str, tuple[str, Any]] = {
     "drain_peak_worker_rss_mb": ("bounded", None),
     "drain_cpu_idle_pct": ("(the box idle while it drained)", None),
     "drain_cpu_steal_pct": ("(CPU the host took: a busy host)", None),
-    "drain_sent_s": ("(the agents had sent their backlog)", None),
+    "drain_sent_s": ("(the agents had sent their backlog: ledger `sent_at`)", None),
     "drain_median_store_s": ("(half the cut stores applied)", None),
     "drain_cpu_cores": ("(cores each part used while it drained)", None),
     "drain_worker_apply_pct": ("(the worker applying, % of the drain)", None),
@@ -83,7 +83,7 @@ def write_markdown(
     t0 = float(figures.get("wall_start", 0.0))
     fault_rows = ["| fault | at (s) | took (s) | detail |", "|---|---|---|---|"]
     for m in marks:
-        extra = ", ".join(f"{k} {v}" for k, v in m.figures.items())
+        extra = ", ".join(f"{k} {v}" for k, v in m.figures.items() if k != "restored_at")
         detail = " ".join(x for x in (m.detail, extra) if x)
         fault_rows.append(f"| {m.kind} | {m.start - t0:.0f} | {m.end - m.start:.1f} | {detail} |")
     check_rows = [f"- {'PASS' if ok else 'FAIL'} {name}" for name, ok in checks.items()]
