@@ -302,6 +302,7 @@ class Injector:
             # when the agents had sent it: from the ledger's sent_at once the
             # run is over (sim.runner.drain_sent_s)
             "restored_at": round(restored, 3),
+            "backlog_last_seqs": target,
             "drain_first_store_s": round(min(store_s.values()), 2) if store_s else None,
             "drain_median_store_s": (
                 round(statistics.median(store_s.values()), 2) if store_s else None

@@ -41,6 +41,10 @@ TARGETS: dict[str, tuple[str, Any]] = {
 }
 
 
+#: a fault's figures that are there to look things up with, not to read
+_FOR_LOOKUPS = frozenset({"restored_at", "backlog_last_seqs"})
+
+
 def write_json(path: Path, figures: dict[str, Any]) -> bytes:
     path.parent.mkdir(parents=True, exist_ok=True)
     line = orjson.dumps(figures)
@@ -83,7 +87,7 @@ def write_markdown(
     t0 = float(figures.get("wall_start", 0.0))
     fault_rows = ["| fault | at (s) | took (s) | detail |", "|---|---|---|---|"]
     for m in marks:
-        extra = ", ".join(f"{k} {v}" for k, v in m.figures.items() if k != "restored_at")
+        extra = ", ".join(f"{k} {v}" for k, v in m.figures.items() if k not in _FOR_LOOKUPS)
         detail = " ".join(x for x in (m.detail, extra) if x)
         fault_rows.append(f"| {m.kind} | {m.start - t0:.0f} | {m.end - m.start:.1f} | {detail} |")
     check_rows = [f"- {'PASS' if ok else 'FAIL'} {name}" for name, ok in checks.items()]

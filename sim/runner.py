@@ -184,21 +184,23 @@ async def lag_by_fault(dsn: str, exclude: list[str], marks: list[Mark]) -> dict[
 
 DRAIN_SENT_SQL = """
 SELECT extract(epoch FROM max(sent_at))::float8 AS sent
-FROM ledger WHERE store_id = ANY($1::text[]) AND recorded_at < to_timestamp($2)
+FROM ledger JOIN unnest($1::text[], $2::bigint[]) AS b(store_id, last_seq) USING (store_id)
+WHERE outlet_seq <= b.last_seq
 """
 
 
 async def drain_sent_s(dsn: str, cut: Mark) -> float | None:
     """Seconds after the link came back when the cut stores' agents had sent the
-    last of their backlog: the newest ``sent_at`` of what they recorded before it.
+    last of their backlog: the newest ``sent_at`` of the seqs they held then.
     Exact, where asking twenty busy agents for their status was late by their
     answers."""
     restored = cut.figures.get("restored_at")
-    if restored is None:
+    last = cut.figures.get("backlog_last_seqs")
+    if restored is None or not last:
         return None
     conn = await asyncpg.connect(dsn)
     try:
-        sent = await conn.fetchval(DRAIN_SENT_SQL, cut.detail.split(","), restored)
+        sent = await conn.fetchval(DRAIN_SENT_SQL, list(last), list(last.values()))
     finally:
         await conn.close()
     return None if sent is None else round(float(sent) - float(restored), 2)
