@@ -57,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument(
             "--workers", type=int, default=1, help="central workers at the start"
         )  # fmt: skip
+        cmd.add_argument(
+            "--agent-nice", type=int, default=19,
+            help="the agents' niceness inside the simulator's session (below the tills)",
+        )  # fmt: skip
         cmd.add_argument("--seed", type=int, default=1)
         cmd.add_argument("--data-dir", type=Path, default=Path(f".data/sim-{name}"))
         cmd.add_argument(
@@ -129,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seconds=args.seconds,
         partitions=args.partitions,
         workers=args.workers,
+        agent_nice=args.agent_nice,
         seed=args.seed,
         data_dir=args.data_dir,
     )

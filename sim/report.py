@@ -23,6 +23,7 @@ TARGETS: dict[str, tuple[str, Any]] = {
     "p99_pg_lag_ms": ("< 1,500", lambda v: v < 1500),
     "p99_store_side_lag_ms": ("(of the lag: recorded_at → the agent sent it)", None),
     "p99_centre_lag_ms": ("(of the lag: sent → applied centrally)", None),
+    "p99_centre_pg_lag_ms": ("(of the Postgres lag: sent → committed)", None),
     "drain_backlog": ("5-minute outage of 20 stores", None),
     "drain_per_s": ("≥ 3,000 (aim 10,000)", lambda v: v >= 3000),
     "drain_pg_per_s": ("≥ 3,000 into PostgreSQL", lambda v: v >= 3000),
@@ -100,7 +101,8 @@ def write_markdown(
             f"events/s, {figures.get('events'):,} events accepted; "
             f"{_workers(figures.get('workers'))} at the start; broker storage "
             f"{figures.get('storage', '?')}; the store side (simulator and agents) at "
-            f"autogroup niceness {_nice(figures)}.",
+            f"autogroup niceness {_nice(figures)}, the agents at niceness "
+            f"{figures.get('agent_nice', 19)} inside it.",
             "",
             *rows,
             "",

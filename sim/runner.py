@@ -45,6 +45,8 @@ class Scenario:
     proxied: bool = True
     #: broker on S3-on-moto storage (survives kill -9) or memory (faster, no broker faults)
     persistent: bool = True
+    #: the agents' niceness inside the store side's session (Cluster.outlet_nice)
+    agent_nice: int = 19
 
     @property
     def store_ids(self) -> list[str]:
@@ -99,7 +101,9 @@ SELECT count(*) AS events,
        percentile_cont(0.99) WITHIN GROUP (
            ORDER BY extract(epoch FROM sent_at - recorded_at) * 1000) AS p99_store_side_ms,
        percentile_cont(0.99) WITHIN GROUP (
-           ORDER BY extract(epoch FROM applied_at - sent_at) * 1000) AS p99_centre_ms
+           ORDER BY extract(epoch FROM applied_at - sent_at) * 1000) AS p99_centre_ms,
+       percentile_cont(0.99) WITHIN GROUP (
+           ORDER BY extract(epoch FROM committed_at - sent_at) * 1000) AS p99_centre_pg_ms
 FROM ev
 """
 
@@ -133,6 +137,7 @@ async def lag_figures(
         "p99_pg_lag_ms": r(row["p99_pg_ms"]) if row else None,
         "p99_store_side_lag_ms": r(row["p99_store_side_ms"]) if row else None,
         "p99_centre_lag_ms": r(row["p99_centre_ms"]) if row else None,
+        "p99_centre_pg_lag_ms": r(row["p99_centre_pg_ms"]) if row else None,
         "p99_lag_ms_whole_run": r(whole["p99_ms"]) if whole else None,
         "p99_pg_lag_ms_whole_run": r(whole["p99_pg_ms"]) if whole else None,
     }
@@ -236,6 +241,7 @@ async def run(sc: Scenario) -> Result:
         skewed=sc.agent_skew,
         proxied=sc.proxied,
         persistent=sc.persistent,
+        outlet_nice=sc.agent_nice,
     )
     t_start = time.monotonic()
     try:
@@ -340,6 +346,7 @@ async def _run(sc: Scenario, cluster: Cluster) -> Result:
             "stores": sc.stores,
             "skus": sc.skus,
             "workers": sc.workers,
+            "agent_nice": sc.agent_nice,
             "duration_s": round(traffic_s, 1),
             "offered_rate": sc.rate,
             "events": truth.total(),
