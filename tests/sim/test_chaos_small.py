@@ -61,8 +61,12 @@ def test_small_chaos_run_memory_broker(tmp_path: Path) -> None:
     _check(result)
     drain = next(m.figures for m in result.marks if m.kind == "link_cut")
     assert drain["backlog"] > 0
-    # the ledger's sent_at: the agents had sent the backlog before it was applied
-    assert 0 < result.figures["drain_sent_s"] <= drain["drain_s"], (result.figures, drain)
+    # the ledger's times: sent, then applied, then committed, each no later
+    # than the run's looks saw it
+    f = result.figures
+    assert 0 < f["drain_sent_s"] <= f["drain_s"] <= drain["drain_s"], (f, drain)
+    assert f["drain_s"] <= f["drain_pg_s"] <= drain["drain_pg_s"], (f, drain)
+    assert f["drain_per_s"] == round(drain["backlog"] / f["drain_s"]), f
     assert drain["drain_median_store_s"] <= drain["drain_s"], drain
     assert drain["drain_worker_apply_pct"] is not None, drain
     assert drain["drain_worker_flush_pct"] is not None, drain
