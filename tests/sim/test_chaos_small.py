@@ -66,7 +66,8 @@ def test_small_chaos_run_memory_broker(tmp_path: Path) -> None:
     f = result.figures
     assert 0 < f["drain_sent_s"] <= f["drain_s"] <= drain["drain_s"], (f, drain)
     assert f["drain_s"] <= f["drain_pg_s"] <= drain["drain_pg_s"], (f, drain)
-    assert f["drain_per_s"] == round(drain["backlog"] / f["drain_s"]), f
+    # the rate from the unrounded seconds
+    assert f["drain_per_s"] == pytest.approx(drain["backlog"] / f["drain_s"], rel=0.02), f
     assert drain["drain_median_store_s"] <= drain["drain_s"], drain
     assert drain["drain_worker_apply_pct"] is not None, drain
     assert drain["drain_worker_flush_pct"] is not None, drain
