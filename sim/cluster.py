@@ -289,7 +289,8 @@ class Cluster:
     #: at equal priority they took half of it (about 4 ms of CPU per request at a
     #: store's few requests a second), so the worker fell behind for want of CPU,
     #: not of speed. A nicer agent still answers; it answers later when the
-    #: box is full, which shows as fewer events accepted, not as lag. 19, the
+    #: box is full, which shows as fewer events accepted (and, see below, as
+    #: lag on the store side). 19, the
     #: lowest: at 10, twenty agents replaying a backlog still took a fifth of
     #: the box from the worker applying it (a 24k-event drain measured
     #: 2,300-2,700 events/s at 10 and 3,460 at 19).
@@ -300,6 +301,14 @@ class Cluster:
     #: much again as the worker, and took 0.45-0.5 of a core from it while it
     #: drained a backlog. They now stay in the simulator's session (the tills):
     #: together, the store side weighs what one process of the centre does.
+    #:
+    #: Inside that session 19 ranks the agents far below the tills, and it does
+    #: show as lag: an agent waits for a CPU before it sends what it made
+    #: durable (run 29: 1,420 ms of a 1,703 ms steady p99; the ledger's
+    #: ``sent_at``). At 0 or 10 (runs 30-31) that part fell to 400-490 ms, but
+    #: the tills then fell behind (950-956 events/s accepted of 1,010): on two
+    #: shared cores the store side cannot have both, and an offered load that is
+    #: not offered measures nothing, so 19 stays (``--agent-nice`` for the rest).
     outlet_nice: int = 19
     #: the Postgres sink as its own process (``python -m sink run``), as in
     #: production, rather than an agent sharing each worker's one CPU
