@@ -174,9 +174,13 @@ class Forwarder:
     async def _persist(self) -> None:
         await self.log.mark_forwarded(self.log.forwarded_seq)
 
+    def _cursor_due_in(self) -> float:
+        """Seconds until the cursor gets a commit of its own (≤ 0: due now)."""
+        return PERSIST_EVERY_S - (time.monotonic() - self.log.persisted_at)
+
     async def _idle(self) -> None:
         unpersisted = self.log.persisted_forwarded_seq < self.log.forwarded_seq
-        if unpersisted and time.monotonic() - self.log.persisted_at >= PERSIST_EVERY_S:
+        if unpersisted and self._cursor_due_in() <= 0:
             await self._persist()
             unpersisted = False
         if time.monotonic() >= self._next_prune:
@@ -189,8 +193,7 @@ class Forwarder:
             return
         with contextlib.suppress(TimeoutError):
             # an unwritten cursor waits for a group commit to carry it, until it is due
-            due_in = PERSIST_EVERY_S - (time.monotonic() - self.log.persisted_at)
-            wait_s = max(0.05, due_in) if unpersisted else 1.0
+            wait_s = max(0.05, self._cursor_due_in()) if unpersisted else 1.0
             await asyncio.wait_for(self.log.new_events.wait(), timeout=wait_s)
             if self.settings.outlet_forward_linger_s:
                 await asyncio.sleep(self.settings.outlet_forward_linger_s)  # batching
@@ -215,7 +218,7 @@ class Forwarder:
         seq = page[-1].seq
         due = (
             seq - self.log.persisted_forwarded_seq >= self.settings.forward_batch_max
-            or time.monotonic() - self.log.persisted_at >= PERSIST_EVERY_S
+            or self._cursor_due_in() <= 0
         )
         await self.log.mark_forwarded(seq, persist=False)
         if due:

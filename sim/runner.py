@@ -225,7 +225,7 @@ async def drain_from_ledger(dsn: str, cut: Mark) -> dict[str, Any]:
         return max(float(r[column]) for r in rows if r[column] is not None) - float(restored)
 
     applied_s, committed_s = after("applied"), after("committed")
-    stores_s = sorted(float(r["applied"]) - float(restored) for r in rows)
+    stores_s = [float(r["applied"]) - float(restored) for r in rows]
     return {
         "drain_s": round(applied_s, 2),
         "drain_per_s": round(backlog / max(applied_s, 1e-3)),

@@ -20,3 +20,4 @@ def test_the_header_names_the_workers_at_the_start(tmp_path: Path, workers: int,
     header = path.read_text().splitlines()[2]
     assert said in header
     assert "779,008 events accepted" in header
+    assert "the agents at niceness 19 inside it" in header  # the default, when not given
