@@ -144,6 +144,25 @@ def _last_error(data_dir: Path) -> str:
     return (errors[0] if errors else (lines[-1] if lines else ""))[:400]
 
 
+@dataclass
+class _DrainLooks:
+    """What the drain's two look loops found, and when (seconds after the restore)."""
+
+    centre_s: float | None = None
+    pg_s: float | None = None
+    #: when each store's backlog was seen applied centrally: one slow store
+    #: (a forwarder late to reconnect) stretches the whole drain
+    store_s: dict[str, float] = field(default_factory=dict)
+    #: when the last centre look that still saw a backlog was asked
+    behind_asked_s: float = 0.0
+    #: the slowest ``/api/sync`` answer meanwhile
+    sync_answer_max_s: float = 0.0
+    peak_rss: float = 0.0
+    cpu_drained: Any = None
+    role_cores: dict[str, float] = field(default_factory=dict)
+    worker_after: dict[str, float] = field(default_factory=dict)
+
+
 class Injector:
     """Runs a schedule against a cluster; ``marks`` says what was done and when."""
 
@@ -246,59 +265,72 @@ class Injector:
         self, stores: list[str], before: dict[str, int], target: dict[str, int], restored: float
     ) -> dict[str, Any]:
         """Backlog of the cut stores at restore, how fast the centre applied it and
-        PostgreSQL committed it, and the workers' peak memory meanwhile."""
+        PostgreSQL committed it, and the workers' peak memory meanwhile.
+
+        The centre and PostgreSQL are looked at in loops of their own, so a slow
+        query on a busy PostgreSQL never makes the centre's look late (or the
+        other way round). Each centre look keeps when it was asked and answered:
+        the last look that still saw a backlog was asked at ``drain_view_behind_s``,
+        so if the ledger says the backlog was applied well before that,
+        ``/api/sync`` itself trailed (``sim.runner.drain_from_ledger``).
+        """
         backlog = sum(max(0, target[s] - before[s]) for s in stores)
         deadline = time.monotonic() + 600
-        centre_s: float | None = None
-        pg_s: float | None = None
-        peak_rss = 0.0
+        looks = _DrainLooks()
         # one connection for the whole drain, not one per look (a PostgreSQL
         # backend started twice a second on the box being measured)
         pool = await asyncpg.create_pool(
             self.cluster.database_url, min_size=0, max_size=1, timeout=5
         )
         cpu_start = psutil.cpu_times()
-        cpu_drained: Any = None
         roles = RoleCpu(self.cluster.role_pids)
         roles.start()
         worker_before = await self._worker_seconds()
-        worker_after: dict[str, float] = {}
-        role_cores: dict[str, float] = {}
-        # when each store's backlog was applied centrally: one slow store
-        # (a forwarder late to reconnect) stretches the whole drain
-        store_s: dict[str, float] = {}
-        try:
-            while time.monotonic() < deadline and (centre_s is None or pg_s is None):
-                peak_rss = max(peak_rss, self.cluster.worker_rss_mb())
-                if centre_s is None:
-                    now = await self._applied(stores)
-                    for s in stores:
-                        if now[s] >= target[s]:
-                            store_s.setdefault(s, time.time() - restored)
-                    if len(store_s) == len(stores):
-                        centre_s = time.time() - restored
-                        cpu_drained = psutil.cpu_times()
-                        role_cores = roles.cores()
-                        worker_after = await self._worker_seconds()
-                if pg_s is None:
-                    in_pg = await self._in_postgres(stores, pool)
-                    if all(in_pg.get(s, 0) >= target[s] for s in stores):
-                        pg_s = time.time() - restored
+
+        async def centre() -> None:
+            while time.monotonic() < deadline:
+                looks.peak_rss = max(looks.peak_rss, self.cluster.worker_rss_mb())
+                asked = time.time()
+                now = await self._applied(stores)
+                answered = time.time()
+                looks.sync_answer_max_s = max(looks.sync_answer_max_s, answered - asked)
+                for s in stores:
+                    if now[s] >= target[s]:
+                        looks.store_s.setdefault(s, answered - restored)
+                if len(looks.store_s) == len(stores):
+                    looks.centre_s = answered - restored
+                    looks.cpu_drained = psutil.cpu_times()
+                    looks.role_cores = roles.cores()
+                    looks.worker_after = await self._worker_seconds()
+                    return
+                looks.behind_asked_s = asked - restored
                 # twice a second: each look reads every store's progress on the
                 # worker that is draining, and the times are late by at most this
                 await asyncio.sleep(0.5)
+
+        async def postgres() -> None:
+            while time.monotonic() < deadline:
+                in_pg = await self._in_postgres(stores, pool)
+                if all(in_pg.get(s, 0) >= target[s] for s in stores):
+                    looks.pg_s = time.time() - restored
+                    return
+                await asyncio.sleep(0.5)
+
+        try:
+            await asyncio.gather(centre(), postgres())
         finally:
             await pool.close()
-        took = max(centre_s or time.time() - restored, 1e-3)
-        took_pg = max(pg_s or time.time() - restored, 1e-3)
+        took = max(looks.centre_s or time.time() - restored, 1e-3)
+        took_pg = max(looks.pg_s or time.time() - restored, 1e-3)
+        store_s = looks.store_s
         return {
             "backlog": backlog,
             "drain_s": round(took, 2),
             "drain_per_s": round(backlog / took),
             "drain_pg_s": round(took_pg, 2),
             "drain_pg_per_s": round(backlog / took_pg),
-            "drain_peak_worker_rss_mb": round(peak_rss),
-            **box_shares(cpu_start, cpu_drained or psutil.cpu_times()),
+            "drain_peak_worker_rss_mb": round(looks.peak_rss),
+            **box_shares(cpu_start, looks.cpu_drained or psutil.cpu_times()),
             # when the agents had sent it: from the ledger's sent_at once the
             # run is over (sim.runner.drain_sent_s)
             "restored_at": round(restored, 3),
@@ -307,8 +339,10 @@ class Injector:
             "drain_median_store_s": (
                 round(statistics.median(store_s.values()), 2) if store_s else None
             ),
-            "drain_cpu_cores": role_cores or roles.cores(),
-            **worker_shares(worker_before, worker_after, took, len(self.cluster.workers)),
+            "drain_view_behind_s": round(looks.behind_asked_s, 2),
+            "sync_answer_max_s": round(looks.sync_answer_max_s, 2),
+            "drain_cpu_cores": looks.role_cores or roles.cores(),
+            **worker_shares(worker_before, looks.worker_after, took, len(self.cluster.workers)),
         }
 
     async def _worker_seconds(self) -> dict[str, float]:

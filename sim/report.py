@@ -36,6 +36,8 @@ TARGETS: dict[str, tuple[str, Any]] = {
     "drain_median_store_s": ("(half the cut stores applied)", None),
     "drain_view_s": ("(when `/api/sync` said so: a later look)", None),
     "drain_pg_view_s": ("(when `outlet_sync` said so: a later look)", None),
+    "drain_view_trailed_s": ("(`/api/sync` still showed a backlog the ledger had applied)", None),
+    "sync_answer_max_s": ("(the slowest `/api/sync` answer while it drained)", None),
     "drain_cpu_cores": ("(cores each part used while it drained)", None),
     "drain_worker_apply_pct": ("(the worker applying, % of the drain)", None),
     "drain_worker_flush_pct": ("(the worker waiting for its writes' acks)", None),

@@ -236,6 +236,26 @@ async def drain_from_ledger(dsn: str, cut: Mark) -> dict[str, Any]:
         # what the run's looks saw (upper bounds), for comparison
         "drain_view_s": cut.figures.get("drain_s"),
         "drain_pg_view_s": cut.figures.get("drain_pg_s"),
+        **_view_trailed(cut.figures, applied_s),
+    }
+
+
+def _view_trailed(looked: dict[str, Any], applied_s: float) -> dict[str, Any]:
+    """How long ``/api/sync`` went on showing a backlog the ledger says was applied.
+
+    The last look that still saw one was asked ``drain_view_behind_s`` after
+    the restore; its answer was made then or later. The ledger's last
+    ``applied_at`` is when that group's apply began, and the view shows it
+    once the group's tables are written, so up to a group's time (about a
+    second while a backlog drains) is the view working as designed; more is
+    the view trailing.
+    """
+    behind = looked.get("drain_view_behind_s")
+    if behind is None:
+        return {}
+    return {
+        "drain_view_trailed_s": round(max(0.0, float(behind) - applied_s), 2),
+        "sync_answer_max_s": looked.get("sync_answer_max_s"),
     }
 
 

@@ -69,6 +69,13 @@ def test_small_chaos_run_memory_broker(tmp_path: Path) -> None:
     # the rate from the unrounded seconds
     assert f["drain_per_s"] == pytest.approx(drain["backlog"] / f["drain_s"], rel=0.02), f
     assert drain["drain_median_store_s"] <= drain["drain_s"], drain
+    # the centre's looks: the last one still behind was asked before the one
+    # that saw it all; /api/sync answered; how far it trailed the ledger
+    assert 0 <= drain["drain_view_behind_s"] < drain["drain_s"], drain
+    assert drain["sync_answer_max_s"] > 0, drain
+    assert f["drain_view_trailed_s"] == pytest.approx(
+        max(0.0, drain["drain_view_behind_s"] - f["drain_s"]), abs=0.02
+    ), (f, drain)
     assert drain["drain_worker_apply_pct"] is not None, drain
     assert drain["drain_worker_flush_pct"] is not None, drain
     assert set(drain["drain_cpu_cores"]) == {
