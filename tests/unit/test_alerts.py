@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -42,7 +43,7 @@ def applier_with(stock: dict[str, StockState]) -> Applier:
 
 def alerts_written(applier: Applier, outcome: BatchOutcome) -> dict[str, Any]:
     """The alert records a batch with this outcome writes (store S1's)."""
-    return dict(applier._rows(outcome, now=0.0).alerts.get("S1", {}))
+    return dict(asyncio.run(applier._rows(outcome, now=0.0)).alerts.get("S1", {}))
 
 
 def test_written_on_change_and_on_replay_only() -> None:
@@ -73,5 +74,6 @@ def test_the_value_written_carries_the_alert_decided_in_the_same_batch() -> None
     """A replay finds the alert in the value: it must be set before the value is serialized."""
     key = stock_key("S1", "SKU-1")
     state = StockState(on_hand=-1)
-    rows = applier_with({key: state})._rows(BatchOutcome(touched_stock={key}), now=0.0)
+    applier = applier_with({key: state})
+    rows = asyncio.run(applier._rows(BatchOutcome(touched_stock={key}), now=0.0))
     assert StockState.from_json(rows.values["S1"][key]).alert == "negative"
