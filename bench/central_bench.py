@@ -175,9 +175,18 @@ def worker_env(stack: DevStack, app_id: str, topic: str) -> dict[str, str]:
     }  # fmt: skip
 
 
+def sync_answer_s(url: str) -> float:
+    """How long ``GET /api/sync`` took to answer (the views share the worker's event loop)."""
+    started = time.monotonic()
+    httpx.get(f"{url}/api/sync", timeout=60).raise_for_status()
+    return time.monotonic() - started
+
+
 def run_worker_until(
     env: dict[str, str], data_dir: Path, n_events: int
-) -> tuple[float, float, WorkerProcess]:
+) -> tuple[float, float, WorkerProcess, list[float]]:
+    """Start a worker and wait until it applied ``n_events``: its rate, peak RSS,
+    and how long ``/api/sync`` took to answer each look meanwhile."""
     worker = WorkerProcess(env=env, data_dir=data_dir)
     worker.start()
     worker.wait_ready(timeout=120)
@@ -185,8 +194,10 @@ def run_worker_until(
     proc = psutil.Process(worker.proc.pid)
     peak = 0.0
     first = None
+    answers: list[float] = []
     started = time.monotonic()
     while True:
+        answers.append(sync_answer_s(worker.url))
         done = applied_total(worker.url)
         peak = max(peak, proc.memory_info().rss / 2**20)
         if done and first is None:
@@ -198,7 +209,7 @@ def run_worker_until(
         time.sleep(0.2)
     t0, d0 = first or (started, 0)
     rate = (n_events - d0) / max(1e-6, time.monotonic() - t0)
-    return rate, peak, worker
+    return rate, peak, worker, answers
 
 
 async def steady_lag(
@@ -261,12 +272,19 @@ def main() -> None:
             ceiling_records = asyncio.run(raw_ceiling(stack.broker.bootstrap, topic, records))
             env = worker_env(stack, app_id, topic)
             progress(f"[{mode}] one worker applying")
-            rate, peak, worker = run_worker_until(env, tmp / f"worker-{mode}", args.events)
+            rate, peak, worker, answers = run_worker_until(env, tmp / f"worker-{mode}", args.events)
             workers.append(worker)
-            progress(f"[{mode}] {rate:,.0f} events/s, peak RSS {peak:,.0f} MB")
+            answers.sort()
+            p50_ms, max_ms = answers[len(answers) // 2] * 1000, answers[-1] * 1000
+            progress(
+                f"[{mode}] {rate:,.0f} events/s, peak RSS {peak:,.0f} MB; "
+                f"/api/sync answered in {p50_ms:,.0f} ms (p50), {max_ms:,.0f} ms (max)"
+            )
             figures[f"{mode}_events_per_s"] = round(rate)
             figures[f"{mode}_raw_ceiling_per_s"] = round(ceiling_records * args.events / records)
             figures[f"{mode}_peak_rss_mb"] = round(peak)
+            figures[f"{mode}_sync_answer_p50_ms"] = round(p50_ms)
+            figures[f"{mode}_sync_answer_max_ms"] = round(max_ms)
             if mode == "packed":
                 got = asyncio.run(
                     read_changelog(stack.broker.bootstrap, f"{app_id}-stock-changelog")
