@@ -14,8 +14,9 @@ import heapq
 import logging
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -42,6 +43,18 @@ log = logging.getLogger(__name__)
 CHUNK_EVENTS = 500
 #: stores' ``applied`` records made between two yields
 CHUNK_STORES = 10
+
+T = TypeVar("T")
+
+
+async def with_turns(items: Sequence[T], size: int) -> AsyncIterator[Sequence[T]]:
+    """``items`` in slices of ``size``; the event loop gets a turn between two."""
+    for start in range(0, len(items), size):
+        if start:
+            await asyncio.sleep(0)  # the web views answer between slices
+        yield items[start : start + size]
+
+
 #: events applied, written and acknowledged together
 GROUP_EVENTS = 5_000
 
@@ -167,10 +180,9 @@ class Applier:
         # (so a restart never starts from a durable_wm behind committed offsets).
         confirmed = self._confirm_flushed()
         outcome = BatchOutcome()
-        for start in range(0, len(valid), CHUNK_EVENTS):
-            apply_events(valid[start : start + CHUNK_EVENTS], self.cache, now=now, out=outcome,
-                         finish=False)  # fmt: skip
-            await asyncio.sleep(0)  # keep the web views answering during a big batch
+        async for events in with_turns(valid, CHUNK_EVENTS):
+            apply_events(events, self.cache, now=now, out=outcome, finish=False)
+        await asyncio.sleep(0)  # and one before the rows are made
         finish_batch(outcome, self.cache)
         outcome.touched_progress |= confirmed
         rows = await self._rows(outcome, now)
@@ -254,17 +266,14 @@ class Applier:
     async def _rows(self, outcome: BatchOutcome, now: float) -> BatchRows:
         """The rows of every key a batch changed (:meth:`_stock_rows`), yielding between chunks."""
         rows = BatchRows()
-        keys = list(outcome.touched_stock)
-        for start in range(0, len(keys), CHUNK_EVENTS):
-            if start:
-                await asyncio.sleep(0)  # nothing a view reads is written here
-            self._stock_rows(outcome, keys[start : start + CHUNK_EVENTS], now, rows)
+        async for keys in with_turns(list(outcome.touched_stock), CHUNK_EVENTS):
+            self._stock_rows(outcome, keys, now, rows)  # nothing a view reads is written here
         for skey in outcome.touched_sales:
             rows.sales[split_key(skey)[0]][skey] = self.cache.sales(skey)
         return rows
 
     def _stock_rows(
-        self, outcome: BatchOutcome, keys: list[str], now: float, rows: BatchRows
+        self, outcome: BatchOutcome, keys: Sequence[str], now: float, rows: BatchRows
     ) -> None:
         """One pass over stock keys a batch changed: table values, alerts, the sink's rows.
 
@@ -345,44 +354,53 @@ class Applier:
         for row in outcome.ledger:
             row["sent_at"] = sent.get((row["store_id"], row["outlet_seq"]))
             ledger_by_store[row["store_id"]].append(row)
-        for i, store_id in enumerate(outcome.touched_progress):
-            if i and i % CHUNK_STORES == 0:
-                await asyncio.sleep(0)  # outputs only: nothing a view reads
-            progress = self.cache.progress(store_id)
-            sales = [
-                {
-                    "store_id": store_id,
-                    "minute": split_key(k)[1],
-                    **_sales_figures(bucket),
-                }
-                for k, bucket in rows.sales.get(store_id, {}).items()
-            ]
-            figures = {
-                "store_id": store_id,
-                "applied_seq": progress.seqs.watermark,
-                "highest_seq": progress.seqs.highest,
-                "gaps": progress.seqs.gaps(),
-                "missing": progress.seqs.missing_count(),
-                "duplicates": progress.duplicates,
-                "conflicts": progress.conflicts,
-                "events": progress.events,
-                "last_recorded_at": progress.last_recorded_at,
-                "lag_p50_ms": _ms(self.lags.percentile(store_id, 0.5)),
-                "lag_p99_ms": _ms(self.lags.percentile(store_id, 0.99)),
-            }
-            for record in applied_records(
-                store_id,
-                ledger_by_store.get(store_id, []),
-                rows.snapshots.get(store_id, []),
-                sales,
-                figures,
-                now,
-            ):
-                self.writer.send(self.topics.applied, store_id.encode(), orjson.dumps(record))
+        async for stores in with_turns(list(outcome.touched_progress), CHUNK_STORES):
+            for store_id in stores:  # outputs only: nothing a view reads
+                self._send_applied(store_id, ledger_by_store, rows, now)
         for leg in outcome.transfer_legs:
             self.writer.send(
                 self.topics.transfers, str(leg["transfer_id"]).encode(), orjson.dumps(leg)
             )
+
+    def _send_applied(
+        self,
+        store_id: str,
+        ledger_by_store: dict[str, list[dict[str, Any]]],
+        rows: BatchRows,
+        now: float,
+    ) -> None:
+        """One store's ``applied`` records: its ledger lines, stock rows, sales and progress."""
+        progress = self.cache.progress(store_id)
+        sales = [
+            {
+                "store_id": store_id,
+                "minute": split_key(k)[1],
+                **_sales_figures(bucket),
+            }
+            for k, bucket in rows.sales.get(store_id, {}).items()
+        ]
+        figures = {
+            "store_id": store_id,
+            "applied_seq": progress.seqs.watermark,
+            "highest_seq": progress.seqs.highest,
+            "gaps": progress.seqs.gaps(),
+            "missing": progress.seqs.missing_count(),
+            "duplicates": progress.duplicates,
+            "conflicts": progress.conflicts,
+            "events": progress.events,
+            "last_recorded_at": progress.last_recorded_at,
+            "lag_p50_ms": _ms(self.lags.percentile(store_id, 0.5)),
+            "lag_p99_ms": _ms(self.lags.percentile(store_id, 0.99)),
+        }
+        for record in applied_records(
+            store_id,
+            ledger_by_store.get(store_id, []),
+            rows.snapshots.get(store_id, []),
+            sales,
+            figures,
+            now,
+        ):
+            self.writer.send(self.topics.applied, store_id.encode(), orjson.dumps(record))
 
 
 #: rows (ledger lines and stock snapshots) per ``applied`` record
