@@ -250,11 +250,8 @@ def _view_trailed(looked: dict[str, Any], applied_s: float) -> dict[str, Any]:
     second while a backlog drains) is the view working as designed; more is
     the view trailing.
     """
-    behind = looked.get("drain_view_behind_s")
-    if behind is None:
-        return {}
     return {
-        "drain_view_trailed_s": round(max(0.0, float(behind) - applied_s), 2),
+        "drain_view_trailed_s": round(max(0.0, looked["drain_view_behind_s"] - applied_s), 2),
         "sync_answer_max_s": looked.get("sync_answer_max_s"),
     }
 
