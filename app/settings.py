@@ -29,6 +29,12 @@ class Settings(BaseSettings):
     events_topic: str = "retail.events"
     dead_letters_topic: str = "retail.dead-letters"
     topic_partitions: int = Field(default=8, ge=1)
+    #: Partitions of ``{app_id}.applied`` when a worker creates it (0: as many as
+    #: ``topic_partitions``). Nothing requires it to match: the sink keeps its
+    #: place per partition, and a store's records share one whichever count.
+    #: On Tansu use 1: its fetch lists every batch a partition ever got, and
+    #: each flush adds one to every partition of this topic (devstack/broker.py).
+    applied_partitions: int = Field(default=0, ge=0)
     topic_replication: int = Field(default=1, ge=1)
     #: Comma-separated list of known stores; empty accepts any store id.
     stores: str = ""
@@ -134,6 +140,10 @@ class Settings(BaseSettings):
         return ",".join(
             part.strip().removeprefix("kafka://") for part in self.kafka_brokers.split(",")
         )
+
+    @property
+    def applied_topic_partitions(self) -> int:
+        return self.applied_partitions or self.topic_partitions
 
     @property
     def known_stores(self) -> frozenset[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,34 +25,65 @@ class Topics:
     transfers: Any
 
 
-def raw_topic(app: faust.App, settings: Settings, *names: str, internal: bool) -> Any:
+class OwnPartitions(faust.Topic):
+    """Several topics read as one channel, each created with its own partition count.
+
+    Faust creates every topic of a channel with the channel's one count; the
+    in-worker sink reads ``applied`` (``RETAIL_APPLIED_PARTITIONS``) and the
+    dead letters (``RETAIL_TOPIC_PARTITIONS``) as one channel.
+    """
+
+    def __init__(self, *args: Any, partitions_of: Mapping[str, int], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.partitions_of = dict(partitions_of)
+
+    def _clone_args(self) -> Mapping[str, Any]:
+        return {**super()._clone_args(), "partitions_of": self.partitions_of}
+
+    async def declare(self) -> None:
+        for name in self.topics:
+            partitions = self.partitions_of.get(name, self.partitions)
+            await self.app.topic(name, partitions=partitions, internal=True).declare()
+
+
+def raw_topic(
+    app: faust.App,
+    settings: Settings,
+    *names: str,
+    internal: bool,
+    partitions_of: Mapping[str, int] | None = None,
+) -> Any:
     """A topic (or several read as one channel) of raw bytes.
 
     ``internal`` topics are the worker's own: Faust creates them, with
-    ``RETAIL_TOPIC_PARTITIONS`` partitions, before it subscribes. That matters:
-    a topic a client merely asks about is auto-created by the broker with its
-    default partition count, and the reservations topic must be co-partitioned
-    with ``retail.events``.
+    ``RETAIL_TOPIC_PARTITIONS`` partitions (or the count ``partitions_of``
+    gives a name), before it subscribes. That matters: a topic a client merely
+    asks about is auto-created by the broker with its default partition count,
+    and the reservations topic must be co-partitioned with ``retail.events``.
     """
-    return app.topic(
-        *names,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.topic_partitions,
-        internal=internal,
-    )
+    options: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "partitions": settings.topic_partitions,
+        "internal": internal,
+    }
+    if partitions_of:
+        return OwnPartitions(app, topics=list(names), partitions_of=partitions_of, **options)
+    return app.topic(*names, **options)
 
 
 def define_topics(app: faust.App, settings: Settings) -> Topics:
     def own(name: str) -> Any:
         return raw_topic(app, settings, f"{settings.app_id}.{name}", internal=True)
 
+    applied = f"{settings.app_id}.applied"
+    counts = {applied: settings.applied_topic_partitions}
     return Topics(
         events=raw_topic(app, settings, settings.events_topic, internal=False),
         reservations=own("reservations"),
         dead_letters=raw_topic(app, settings, settings.dead_letters_topic, internal=False),
-        applied=own("applied"),
+        applied=raw_topic(app, settings, applied, internal=True, partitions_of=counts),
         transfers=own("transfers"),
     )

@@ -27,8 +27,17 @@ from devstack.s3 import MotoServer
 #: (``python -m devstack.tansu_s3_offsets --fetch-wait``): past a few hundred
 #: batches a partition cannot be read with the worker's default 50 ms, so a
 #: worker's consumer (live and recovering) starves. Clients of an S3 broker
-#: wait longer; on memory storage the listing is instant.
+#: wait longer; on memory storage the listing is fast (about 1 us a batch).
 S3_FETCH_MAX_WAIT_MS = 2_000
+
+#: ``{app_id}.applied`` on one partition. Every fetch that finds data lists
+#: all the batches the partition ever got (memory storage too), and each of a
+#: worker's flushes adds a batch to every partition of this topic: on 8
+#: partitions the sink's fetches listed 8 partitions growing at the flush
+#: rate. At the age of the benchmark's drain (3,000 batches a partition, with
+#: its fetch load: ``/tmp``-measured, see README "Known limits"), Tansu took
+#: 0.44-0.54 of a core with 8 and 0.32-0.33 with 1.
+APPLIED_PARTITIONS = 1
 
 
 def tansu_binary() -> Path:
@@ -67,14 +76,15 @@ class TansuBroker(Killable):
 
     def client_env(self) -> dict[str, str]:
         """``RETAIL_*`` settings a worker needs against this broker's storage."""
+        env = {"RETAIL_APPLIED_PARTITIONS": str(APPLIED_PARTITIONS)}
         if self.persistent:
             wait = str(S3_FETCH_MAX_WAIT_MS)
             # the sink too: a shorter wait than the listing takes answers nothing
-            return {
+            env |= {
                 "RETAIL_CONSUMER_FETCH_MAX_WAIT_MS": wait,
                 "RETAIL_SINK_FETCH_MAX_WAIT_MS": wait,
             }
-        return {}
+        return env
 
     def start(self, timeout: float = 30.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -111,3 +112,55 @@ def test_garbage_goes_to_dead_letters_and_stream_goes_on(
     reasons = " ".join(r["r"] for r in dead)
     assert "not JSON" in reasons
     assert "unknown schema" in reasons
+
+
+async def _partitions(bootstrap: str, *topics: str) -> dict[str, int]:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        return {t: len(await producer.partitions_for(t)) for t in topics}
+    finally:
+        await producer.stop()
+
+
+def test_applied_topic_has_its_own_partition_count(
+    stack: DevStack, app_env: dict[str, str], tmp_path: Path
+) -> None:
+    """``RETAIL_APPLIED_PARTITIONS=1`` (devstack's choice on Tansu): the worker
+    creates ``applied`` with one partition even where the in-worker sink reads it
+    in one channel with the dead letters, which keep ``RETAIL_TOPIC_PARTITIONS``;
+    ledger rows and dead letters still reach PostgreSQL."""
+    env = {**app_env, "RETAIL_APPLIED_PARTITIONS": "1"}
+    worker = WorkerProcess(env=env, data_dir=tmp_path / "worker")
+    worker.start()
+    try:
+        worker.wait_ready()
+        events = [make_event(s, 1, "receipt", [{"sku": "A", "qty": 5}]) for s in ("S1", "S2", "S3")]
+        asyncio.run(produce(stack.broker.bootstrap, env["RETAIL_EVENTS_TOPIC"], [b"{", *events]))
+        dsn = env["RETAIL_DATABASE_URL"]
+        wait_for(
+            lambda: (
+                len(pg(dsn, "SELECT 1 FROM ledger")) == 3
+                and len(pg(dsn, "SELECT 1 FROM dead_letters")) == 1
+            ),
+            timeout=60,
+            what="three ledger rows and a dead letter in PostgreSQL",
+        )
+    finally:
+        worker.stop()
+    app_id = env["RETAIL_APP_ID"]
+    counts = asyncio.run(
+        _partitions(
+            stack.broker.bootstrap,
+            f"{app_id}.applied",
+            env["RETAIL_DEAD_LETTERS_TOPIC"],
+            f"{app_id}.reservations",
+        )
+    )
+    assert counts == {
+        f"{app_id}.applied": 1,
+        env["RETAIL_DEAD_LETTERS_TOPIC"]: stack.partitions,
+        f"{app_id}.reservations": stack.partitions,
+    }
