@@ -35,7 +35,7 @@ S3_FETCH_MAX_WAIT_MS = 2_000
 #: worker's flushes adds a batch to every partition of this topic: on 8
 #: partitions the sink's fetches listed 8 partitions growing at the flush
 #: rate. At the age of the benchmark's drain (3,000 batches a partition, with
-#: its fetch load: ``/tmp``-measured, see README "Known limits"), Tansu took
+#: its fetch load: ``python -m devstack.tansu_fetch_load``), Tansu took
 #: 0.44-0.54 of a core with 8 and 0.32-0.33 with 1.
 APPLIED_PARTITIONS = 1
 
