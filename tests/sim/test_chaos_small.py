@@ -11,8 +11,10 @@ S3 storage with no worker restart after it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
+import psutil
 import pytest
 
 from sim.faults import Fault, chaos_schedule
@@ -95,3 +97,26 @@ def test_small_chaos_run_broker_kill(tmp_path: Path) -> None:
     result = asyncio.run(run(sc))
     assert [m.kind for m in result.marks] == ["broker_kill"]
     _check(result)
+
+
+def _ours_alive(root: Path) -> list[str]:
+    """Processes still running with a ``RETAIL_DATA_DIR`` under ``root`` (agents, workers, sink)."""
+    alive = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get("RETAIL_DATA_DIR", "").startswith(str(root)):
+                alive.append(f"{proc.pid}: {' '.join(proc.info['cmdline'] or [])}")
+    return alive
+
+
+@pytest.mark.timeout(180)
+def test_a_run_that_raises_leaves_no_process_behind(tmp_path: Path) -> None:
+    """A fault that raises ends the run, and the cluster closes with nothing
+    restarted behind it: the supervisor stops first. Run 23 raised while its
+    supervisor still ran, and it restarted two agents as the cluster stopped
+    them, which then ran on with no one to stop them."""
+    sc = _scenario(tmp_path, 10.0, persistent=False)
+    sc.faults = [Fault(2.0, "outlet_kill", stores=[sc.store_ids[0]]), Fault(4.0, "no_such_fault")]
+    with pytest.raises(ValueError, match="unknown fault 'no_such_fault'"):
+        asyncio.run(run(sc))
+    assert _ours_alive(sc.data_dir) == []
