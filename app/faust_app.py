@@ -189,7 +189,6 @@ def build(settings: Settings) -> Central:
                 topics.applied.get_topic_name(),
                 topics.dead_letters.get_topic_name(),
                 internal=True,
-                partitions_of={topics.applied.get_topic_name(): settings.applied_topic_partitions},
             ),
             name="sink",
         )

@@ -46,21 +46,22 @@ class OwnPartitions(faust.Topic):
             await self.app.topic(name, partitions=partitions, internal=True).declare()
 
 
-def raw_topic(
-    app: faust.App,
-    settings: Settings,
-    *names: str,
-    internal: bool,
-    partitions_of: Mapping[str, int] | None = None,
-) -> Any:
+def partition_counts(settings: Settings) -> dict[str, int]:
+    """Topics the worker creates with a count of their own, not ``RETAIL_TOPIC_PARTITIONS``."""
+    return {f"{settings.app_id}.applied": settings.applied_topic_partitions}
+
+
+def raw_topic(app: faust.App, settings: Settings, *names: str, internal: bool) -> Any:
     """A topic (or several read as one channel) of raw bytes.
 
     ``internal`` topics are the worker's own: Faust creates them, with
-    ``RETAIL_TOPIC_PARTITIONS`` partitions (or the count ``partitions_of``
-    gives a name), before it subscribes. That matters: a topic a client merely
-    asks about is auto-created by the broker with its default partition count,
-    and the reservations topic must be co-partitioned with ``retail.events``.
+    ``RETAIL_TOPIC_PARTITIONS`` partitions (or their own count,
+    :func:`partition_counts`), before it subscribes. That matters: a topic a
+    client merely asks about is auto-created by the broker with its default
+    partition count, and the reservations topic must be co-partitioned with
+    ``retail.events``.
     """
+    own = {n: c for n, c in partition_counts(settings).items() if n in names}
     options: dict[str, Any] = {
         "key_type": bytes,
         "value_type": bytes,
@@ -69,8 +70,10 @@ def raw_topic(
         "partitions": settings.topic_partitions,
         "internal": internal,
     }
-    if partitions_of:
-        return OwnPartitions(app, topics=list(names), partitions_of=partitions_of, **options)
+    if own and len(names) > 1:  # the others keep RETAIL_TOPIC_PARTITIONS
+        return OwnPartitions(app, topics=list(names), partitions_of=own, **options)
+    if own:  # one topic, with its own count
+        options["partitions"] = own[names[0]]
     return app.topic(*names, **options)
 
 
@@ -78,12 +81,10 @@ def define_topics(app: faust.App, settings: Settings) -> Topics:
     def own(name: str) -> Any:
         return raw_topic(app, settings, f"{settings.app_id}.{name}", internal=True)
 
-    applied = f"{settings.app_id}.applied"
-    counts = {applied: settings.applied_topic_partitions}
     return Topics(
         events=raw_topic(app, settings, settings.events_topic, internal=False),
         reservations=own("reservations"),
         dead_letters=raw_topic(app, settings, settings.dead_letters_topic, internal=False),
-        applied=raw_topic(app, settings, applied, internal=True, partitions_of=counts),
+        applied=own("applied"),
         transfers=own("transfers"),
     )

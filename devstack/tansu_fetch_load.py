@@ -37,9 +37,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from devstack.broker import TansuBroker
 from devstack.stack import create_topics
+from devstack.tansu_fetch_cost import VALUE
 
 EVENTS, EVENT_PARTITIONS = "events", 8
-VALUE = b"x" * 700
 SENDS_PER_S = 50
 FLUSHES_PER_S = 6
 SINK_WAIT_MS = 250

@@ -148,8 +148,9 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=settings.sink_fetch_max_wait_ms,
-        # a fetch that waits 250 ms and brings 1 MB (aiokafka's default per
-        # partition) caps a one-partition ``applied`` at 4 MB/s; a draining
+        # a fetch that waits its 250 ms (the default) and brings 1 MB
+        # (aiokafka's default per partition) caps a one-partition
+        # ``applied`` at 4 MB/s; a draining
         # backlog's ledger rows and snapshots come faster than that
         max_partition_fetch_bytes=SINK_PARTITION_FETCH_BYTES,
         session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
