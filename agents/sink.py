@@ -1,15 +1,15 @@
 """Where events are written: the Postgres sink (SPEC "What is promised").
 
-A Faust agent over the ``applied`` and dead-letter topics. Each batch is one
-transaction (``sink.writer``); its records are acked only after COMMIT, so a
-crash at any moment leaves them to be redelivered, and the writer makes the
-redelivery a no-op.
+It reads the ``applied`` and dead-letter topics with a consumer of its own
+(``sink/service.py``: inside a worker, or as ``python -m sink run``). Each
+batch is one transaction (``sink.writer``) that also moves ``sink_offsets``;
+a crash at any moment leaves the batch to be read again, and the writer makes
+the redelivery a no-op.
 
-PostgreSQL down or slow: the agent retries the same batch with capped,
-jittered backoff and never drops it. Its own stream stops pulling, so Faust's
-flow control pauses the sink's partitions once their buffer fills (memory
-stays bounded at ``stream_buffer_maxsize`` records per partition), while the
-apply agent, a separate stream, keeps going. The backlog waits in Kafka.
+PostgreSQL down or slow: the sink retries the same batch with capped,
+jittered backoff and never drops it. It fetches nothing more meanwhile, so
+its memory stays bounded by one fetch per partition, while the apply agent,
+a consumer of its own, keeps going. The backlog waits in Kafka.
 
 How far behind Postgres is: :attr:`PostgresSink.lag_seconds` (age of the oldest
 record taken but not yet committed), also the ``retail_sink_behind_seconds``
@@ -62,7 +62,7 @@ SINK_ROLE = "retail_sink"
 
 
 class Delivered(Protocol):
-    """A consumed record: Faust's ``event.message`` and aiokafka's ``ConsumerRecord`` both fit."""
+    """A consumed record (aiokafka's ``ConsumerRecord``; a test's stand-in)."""
 
     topic: str
     partition: int
@@ -151,10 +151,6 @@ class PostgresSink:
                 raise
             self._conn = conn
         return self._conn
-
-    async def write(self, events: list[Any]) -> WriteResult:
-        """Write a batch of Faust events (the in-worker sink agent)."""
-        return await self.write_records([e.message for e in events])
 
     async def write_records(self, delivered: Sequence[Delivered]) -> WriteResult:
         """Write the batch, retrying until PostgreSQL takes it (never drops it)."""

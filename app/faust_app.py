@@ -34,6 +34,7 @@ from app.security import aiokafka_security, faust_credentials
 from app.settings import Settings, get_settings
 from app.topics import Topics, define_topics, raw_topic
 from sink.commits import PostgresCommits
+from sink.service import SinkInWorker
 from tables.bulk import BulkProducer
 from tables.state import StateCache, Tables, define_tables
 from tables.writer import BatchWriter
@@ -150,6 +151,8 @@ def build(settings: Settings) -> Central:
     )
     transfer_writer = batch_writer()
     sink = PostgresSink(settings) if settings.sink_enabled else None
+    # its own consumer group, so it starts where PostgreSQL's sink_offsets say
+    sink_inside = SinkInWorker(settings, sink) if sink is not None else None
     pg_side = sink or PostgresCommits(settings)
     central = Central(app, settings, topics, tables, cache, applier, sink, reservations, pg_side)
 
@@ -179,27 +182,12 @@ def build(settings: Settings) -> Central:
                 await stream.ack(event)
             previous = batch
 
-    if sink is not None:
-        write_to_postgres = sink.write
+    if sink_inside is not None:
+        start_sink = sink_inside.start
 
-        @app.agent(
-            raw_topic(
-                app,
-                settings,
-                topics.applied.get_topic_name(),
-                topics.dead_letters.get_topic_name(),
-                internal=True,
-            ),
-            name="sink",
-        )
-        async def sink_agent(stream: Any) -> None:
-            await handle_batches(
-                stream,
-                settings.sink_batch_max,
-                settings.sink_batch_within_s,
-                write_to_postgres,
-                "writing a batch to PostgreSQL",
-            )
+        @app.task  # type: ignore[untyped-decorator]
+        async def run_sink() -> None:
+            start_sink()
 
     if isinstance(pg_side, PostgresCommits):
         commits = pg_side
@@ -224,7 +212,9 @@ def build(settings: Settings) -> Central:
             await reservations.expire(store_id, order_id)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
-    async def stop_bulk_producers(sender: Any, *args: Any, **kwargs: Any) -> None:
+    async def stop_own_clients(sender: Any, *args: Any, **kwargs: Any) -> None:
+        if sink_inside is not None:
+            await sink_inside.stop()  # the batch in hand first, then leave its group
         for bulk in bulk_producers:
             await bulk.stop()
 

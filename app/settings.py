@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     sink_migrate: bool = True
     sink_batch_max: int = Field(default=5000, ge=1)
     sink_batch_within_s: float = Field(default=0.1, gt=0)
-    #: ``python -m sink run`` only: the longest its fetch waits at the broker.
+    #: The longest the sink's fetch waits at the broker (in a worker or apart).
     #: Longer than the worker's because the sink's target is PostgreSQL within
     #: 1.5 s, not the centre within 1 s: fewer, bigger fetches mean fewer and
     #: bigger PostgreSQL transactions, and on Tansu fewer listings of every

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,27 +24,6 @@ class Topics:
     transfers: Any
 
 
-class OwnPartitions(faust.Topic):
-    """Several topics read as one channel, each created with its own partition count.
-
-    Faust creates every topic of a channel with the channel's one count; the
-    in-worker sink reads ``applied`` (``RETAIL_APPLIED_PARTITIONS``) and the
-    dead letters (``RETAIL_TOPIC_PARTITIONS``) as one channel.
-    """
-
-    def __init__(self, *args: Any, partitions_of: Mapping[str, int], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.partitions_of = dict(partitions_of)
-
-    def _clone_args(self) -> Mapping[str, Any]:
-        return {**super()._clone_args(), "partitions_of": self.partitions_of}
-
-    async def declare(self) -> None:
-        for name in self.topics:
-            partitions = self.partitions_of.get(name, self.partitions)
-            await self.app.topic(name, partitions=partitions, internal=True).declare()
-
-
 def partition_counts(settings: Settings) -> dict[str, int]:
     """Topics the worker creates with a count of their own, not ``RETAIL_TOPIC_PARTITIONS``."""
     return {f"{settings.app_id}.applied": settings.applied_topic_partitions}
@@ -59,22 +37,21 @@ def raw_topic(app: faust.App, settings: Settings, *names: str, internal: bool) -
     :func:`partition_counts`), before it subscribes. That matters: a topic a
     client merely asks about is auto-created by the broker with its default
     partition count, and the reservations topic must be co-partitioned with
-    ``retail.events``.
+    ``retail.events``. Faust creates every topic of a channel with one count,
+    so a topic with a count of its own is read alone.
     """
-    own = {n: c for n, c in partition_counts(settings).items() if n in names}
-    options: dict[str, Any] = {
-        "key_type": bytes,
-        "value_type": bytes,
-        "key_serializer": "raw",
-        "value_serializer": "raw",
-        "partitions": settings.topic_partitions,
-        "internal": internal,
-    }
-    if own and len(names) > 1:  # the others keep RETAIL_TOPIC_PARTITIONS
-        return OwnPartitions(app, topics=list(names), partitions_of=own, **options)
-    if own:  # one topic, with its own count
-        options["partitions"] = own[names[0]]
-    return app.topic(*names, **options)
+    own = [n for n in names if n in partition_counts(settings)]
+    if own and len(names) > 1:
+        raise ValueError(f"{own[0]} has a partition count of its own: read it alone")
+    return app.topic(
+        *names,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partition_counts(settings).get(names[0], settings.topic_partitions),
+        internal=internal,
+    )
 
 
 def define_topics(app: faust.App, settings: Settings) -> Topics:

@@ -1,23 +1,23 @@
-"""``python -m sink run``: the Postgres sink as a process of its own.
+"""The Postgres sink's consumer: in a worker, or a process of its own (``python -m sink run``).
 
-In a worker, the sink agent shares one event loop, and so one CPU, with the
-apply agent: a long apply batch holds every sink write behind it, and the
-sink's own decoding and COPY work slows the apply. Run apart (workers with
-``RETAIL_SINK_ENABLED=false``), it is a plain aiokafka consumer, with no Faust
-delivery cost per record, and the operating system can give it the other
-core. It writes through the same :class:`agents.sink.PostgresSink`, so the
-same promises hold:
+It is a plain aiokafka consumer (no Faust delivery cost per record) writing
+through :class:`agents.sink.PostgresSink`. A worker with
+``RETAIL_SINK_ENABLED=true`` (the default) runs it on its own event loop
+(:class:`SinkInWorker`), where it shares one CPU with the apply agent; run
+apart (workers with ``RETAIL_SINK_ENABLED=false``), the operating system can
+give it the other core. Either way the same promises hold:
 
 - a batch is one transaction, retried until PostgreSQL takes it;
 - ``sink_offsets``, written in that transaction, say what PostgreSQL already
   has: records at or below them are skipped, so any redelivery is a no-op;
 - on assignment each partition starts just after its ``sink_offsets`` row, so
-  moving the sink out of the workers (a new consumer group) rereads nothing;
+  moving the sink into or out of the workers rereads nothing, and a database
+  restored empty (or from an older backup) is filled again;
 - Kafka offsets are committed after PostgreSQL's COMMIT (at most once a
   second, and on stop), for the usual consumer-lag tools; they are a hint,
   PostgreSQL's are the truth.
 
-Several sink processes share the partitions (consumer group
+Several sinks (processes, or workers) share the partitions (consumer group
 ``{app_id}-sink``); a revoked partition's late batch waits on the offset row
 lock and then skips what the new owner wrote (``sink.writer``).
 """
@@ -30,14 +30,16 @@ import signal
 import time
 from collections.abc import Iterable
 from contextlib import suppress
+from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from prometheus_client import start_http_server
 
 from agents.sink import CONNECT_TIMEOUT_S, PostgresSink
 from app import metrics
+from app.fatal import exit_for_replay
 from app.fetch_holes import install as read_no_hole
 from app.security import aiokafka_security
 from app.settings import Settings
@@ -54,6 +56,11 @@ KAFKA_COMMIT_EVERY_S = 1.0
 
 #: The most one fetch brings of one partition (see :func:`make_consumer`).
 SINK_PARTITION_FETCH_BYTES = 16 << 20
+
+#: How long a stopping worker waits for its sink's batch in hand. PostgreSQL
+#: down holds that batch in its retry loop for as long as the outage lasts; the
+#: worker then stops anyway, and the batch comes again (``sink_offsets``).
+STOP_WAIT_S = 10.0
 
 
 def sink_topics(settings: Settings) -> list[str]:
@@ -85,6 +92,9 @@ async def committed_offsets(
     return {TopicPartition(r["topic"], r["partition"]): int(r["offset"]) for r in rows}
 
 
+Fetched = dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+
+
 class StartAfterPostgres(ConsumerRebalanceListener):  # type: ignore[misc]
     """Seek each newly assigned partition to just after what PostgreSQL has.
 
@@ -96,18 +106,36 @@ class StartAfterPostgres(ConsumerRebalanceListener):  # type: ignore[misc]
     If PostgreSQL cannot be asked now, the partition starts at the group's
     committed offset (or the beginning), and the writer skips the records
     PostgreSQL already has.
+
+    aiokafka hands out records as soon as partitions are assigned, while this
+    listener still waits for PostgreSQL: records read from the group's
+    committed offset, *above* what PostgreSQL has. Written, they would move
+    ``sink_offsets`` over the records between, which would then be skipped
+    for good. So a fetch that spans a placement goes through :meth:`placed_records`.
     """
 
     def __init__(self, settings: Settings, consumer: AIOKafkaConsumer) -> None:
         self.settings = settings
         self.consumer = consumer
+        #: set while no rebalance is placing partitions
+        self.placed = asyncio.Event()
+        #: how many placements have finished
+        self.placements = 0
+        #: where the last placement started each partition it sought
+        self.starts: dict[TopicPartition, int] = {}
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        return None
+        self.placed.clear()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        if not assigned:
-            return
+        self.placed.clear()
+        try:
+            self.starts = await self._place(assigned) if assigned else {}
+        finally:
+            self.placements += 1
+            self.placed.set()
+
+    async def _place(self, assigned: set[TopicPartition]) -> dict[TopicPartition, int]:
         try:
             offsets = await asyncio.wait_for(
                 committed_offsets(self.settings, assigned), CONNECT_TIMEOUT_S
@@ -121,23 +149,42 @@ class StartAfterPostgres(ConsumerRebalanceListener):  # type: ignore[misc]
                 len(assigned),
                 exc,
             )
-            return
-        for tp, offset in offsets.items():
-            self.consumer.seek(tp, offset + 1)
+            return {}
+        starts = {tp: offset + 1 for tp, offset in offsets.items()}
         unwritten = [tp for tp in assigned if tp not in offsets]
         if unwritten:
             try:
-                firsts = await self.consumer.beginning_offsets(unwritten)
+                starts.update(await self.consumer.beginning_offsets(unwritten))
             except KafkaError as exc:
                 log.warning("beginning offsets unreadable (%r): the group's offsets", exc)
-                firsts = {}
-            for tp, first in firsts.items():
-                self.consumer.seek(tp, first)
+        for tp, start in starts.items():
+            self.consumer.seek(tp, start)
         log.info(
             "assigned %d partitions; %d start after sink_offsets, %d from their beginning"
             " (nothing of them in PostgreSQL)",
             len(assigned), len(offsets), len(unwritten),
         )  # fmt: skip
+        return starts
+
+    def placed_records(self, fetched: Fetched, placements_before: int) -> Fetched:
+        """The records of a fetch begun after ``placements_before`` placements that may be written.
+
+        If a placement finished since, a partition it sought may have handed
+        out records from before its seek; they are dropped, and the partition
+        is read again from the lower of its start and their first offset
+        (their first offset: they were read after the seek, so nothing is lost).
+        """
+        if placements_before == self.placements:
+            return fetched
+        kept: Fetched = {}
+        for tp, records in fetched.items():
+            start = self.starts.get(tp)
+            if start is None or not records:
+                kept[tp] = records  # not sought: read from the group's offset, as it should be
+                continue
+            with suppress(IllegalStateError):  # revoked since: its next owner places it
+                self.consumer.seek(tp, min(start, records[0].offset))
+        return kept
 
 
 def make_consumer(settings: Settings) -> AIOKafkaConsumer:
@@ -163,19 +210,15 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
-async def run(settings: Settings, stop: asyncio.Event) -> None:
+async def run(settings: Settings, stop: asyncio.Event, sink: PostgresSink) -> None:
     """Consume, write, commit, until ``stop`` is set; the batch in hand is finished first."""
-    sink = PostgresSink(settings)
-    if settings.sink_metrics_port:
-        # the retail_sink_* metrics a worker's /metrics shows when the sink runs inside it
-        start_http_server(settings.sink_metrics_port, settings.web_host, registry=metrics.REGISTRY)
-    read_no_hole(settings.fetch_hole_wait_s)  # Tansu can show a batch before an earlier one
     consumer = make_consumer(settings)
     await consumer.start()
     if not await _wait_for_applied_topic(consumer, settings, stop):
         await consumer.stop()
         return
-    consumer.subscribe(sink_topics(settings), listener=StartAfterPostgres(settings, consumer))
+    placing = StartAfterPostgres(settings, consumer)
+    consumer.subscribe(sink_topics(settings), listener=placing)
     log.info("sink running: %s -> PostgreSQL (group %s)", sink_topics(settings), group_id(settings))
     next_progress = time.monotonic() + PROGRESS_EVERY_S
     next_kafka_commit = time.monotonic() + KAFKA_COMMIT_EVERY_S
@@ -183,6 +226,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     stopping = asyncio.create_task(stop.wait())
     try:
         while not stop.is_set():
+            placements_before = placing.placements
             fetch = asyncio.create_task(
                 consumer.getmany(
                     timeout_ms=int(settings.sink_batch_within_s * 1000),
@@ -195,7 +239,13 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 with suppress(asyncio.CancelledError):
                     await fetch
                 break
-            batch = fetch.result()
+            if not placing.placed.is_set():  # partitions are being placed: wait for the seeks
+                placed = asyncio.create_task(placing.placed.wait())
+                await asyncio.wait({placed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                placed.cancel()
+                if stop.is_set():
+                    break
+            batch = placing.placed_records(fetch.result(), placements_before)
             records = [r for part in batch.values() for r in part]
             if records:
                 await sink.write_records(records)
@@ -215,8 +265,48 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         if written:
             await _commit(consumer, written)
         await consumer.stop()
-        await sink.close()
         log.info("sink stopped: %d records committed", sink.committed_records)
+
+
+class SinkInWorker:
+    """The sink inside a worker: :func:`run` on the worker's event loop.
+
+    It reads with its own consumer group, not through a Faust agent, so it
+    starts where PostgreSQL's ``sink_offsets`` say, like ``python -m sink
+    run``: a database restored empty is filled again, which a Faust agent
+    (starting from the worker group's committed offsets) could not do. A
+    batch PostgreSQL refuses for good (not an outage) exits the worker, as a
+    failed apply batch does (``app/fatal.py``).
+    """
+
+    def __init__(self, settings: Settings, sink: PostgresSink) -> None:
+        self.settings = settings
+        self.sink = sink
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="postgres-sink")
+
+    async def _run(self) -> None:
+        try:
+            await run(self.settings, self._stop, self.sink)
+        except Exception as exc:  # noqa: BLE001 - anything but an outage: restart and replay
+            exit_for_replay("writing a batch to PostgreSQL", exc)
+
+    async def stop(self, wait_s: float = STOP_WAIT_S) -> None:
+        """Finish the batch in hand (at most ``wait_s``), leave the group, close."""
+        self._stop.set()
+        task, self._task = self._task, None
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), wait_s)
+            except TimeoutError:
+                log.warning("sink: batch in hand not committed in %.0fs; it comes again", wait_s)
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+        await self.sink.close()
 
 
 async def _wait_for_applied_topic(
@@ -265,7 +355,17 @@ def main(settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run(settings, stop)
+        sink = PostgresSink(settings)
+        if settings.sink_metrics_port:
+            # the retail_sink_* metrics a worker's /metrics shows when the sink runs inside it
+            start_http_server(
+                settings.sink_metrics_port, settings.web_host, registry=metrics.REGISTRY
+            )
+        read_no_hole(settings.fetch_hole_wait_s)  # Tansu can show a batch before an earlier one
+        try:
+            await run(settings, stop, sink)
+        finally:
+            await sink.close()
 
     asyncio.run(serve())
     return 0

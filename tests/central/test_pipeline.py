@@ -129,9 +129,9 @@ def test_applied_topic_has_its_own_partition_count(
     stack: DevStack, app_env: dict[str, str], tmp_path: Path
 ) -> None:
     """``RETAIL_APPLIED_PARTITIONS=1`` (devstack's choice on Tansu): the worker
-    creates ``applied`` with one partition even where the in-worker sink reads it
-    in one channel with the dead letters, which keep ``RETAIL_TOPIC_PARTITIONS``;
-    ledger rows and dead letters still reach PostgreSQL."""
+    creates ``applied`` with one partition, and the dead letters and
+    reservations with ``RETAIL_TOPIC_PARTITIONS``; the sink inside the worker
+    reads ``applied`` with the dead letters, and both reach PostgreSQL."""
     env = {**app_env, "RETAIL_APPLIED_PARTITIONS": "1"}
     worker = WorkerProcess(env=env, data_dir=tmp_path / "worker")
     worker.start()

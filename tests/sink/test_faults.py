@@ -104,6 +104,23 @@ def test_kill9_mid_batch_each_event_once(
     wait_converged(app_env, expected)
 
 
+def test_a_database_restored_empty_under_a_worker_is_filled_again(
+    stack: DevStack, app_env: dict[str, str], worker: WorkerProcess
+) -> None:
+    """The sink inside a worker starts where PostgreSQL's ``sink_offsets`` say,
+    not where a consumer group committed: a database that comes back from an
+    empty backup is written again from the topics' beginning."""
+    dsn = app_env["RETAIL_DATABASE_URL"]
+    events = history(["S1", "S2"], 300, seed=15)
+    asyncio.run(produce_fast(stack.broker.bootstrap, app_env["RETAIL_EVENTS_TOPIC"], events))
+    wait_converged(app_env, ledger_lines(events))
+    worker.stop()  # its sink commits its group's offsets as it stops
+    pg(dsn, "TRUNCATE ledger, stock_levels, outlet_sync, dead_letters, sales_minute, sink_offsets")
+    assert ledger_count(dsn) == 0
+    restart(worker)
+    wait_converged(app_env, ledger_lines(events))
+
+
 def _metric(worker: WorkerProcess, name: str) -> float:
     text = httpx.get(f"{worker.url}/metrics", timeout=5).text
     for line in text.splitlines():

@@ -33,12 +33,6 @@ class Message:
     value: bytes | None = None
 
 
-@dataclass
-class Event:
-    value: bytes
-    message: Message
-
-
 class Conn:
     def __init__(self) -> None:
         self.terminated = False
@@ -75,8 +69,7 @@ def test_a_connection_broken_by_a_shutdown_mid_batch_is_replaced(
     monkeypatch.setattr(sink, "_connection", connection)
     monkeypatch.setattr(agents.sink, "write_batch", write_batch)
     raw = orjson.dumps({"store_id": "S1", "sent_at": 1.0})
-    event = Event(raw, Message(value=raw))  # Faust: the raw bytes are on the message
-    result: Any = asyncio.run(sink.write([event]))
+    result: Any = asyncio.run(sink.write_records([Message(value=raw)]))
     assert result.ledger_rows == 1
     assert len(writes) == 2 and writes[0][1] == writes[1][1]  # the same batch again
     assert conns[0].terminated and writes[1][0] is conns[1]  # on a fresh connection
