@@ -183,11 +183,7 @@ def build(settings: Settings) -> Central:
             previous = batch
 
     if sink_inside is not None:
-        start_sink = sink_inside.start
-
-        @app.task  # type: ignore[untyped-decorator]
-        async def run_sink() -> None:
-            start_sink()
+        app.add_dependency(sink_inside)  # starts with the app's consumer, not after recovery
 
     if isinstance(pg_side, PostgresCommits):
         commits = pg_side
@@ -214,7 +210,7 @@ def build(settings: Settings) -> Central:
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def stop_own_clients(sender: Any, *args: Any, **kwargs: Any) -> None:
         if sink_inside is not None:
-            await sink_inside.stop()  # the batch in hand first, then leave its group
+            await sink_inside.finish()  # the batch in hand first, then leave its group
         for bulk in bulk_producers:
             await bulk.stop()
 

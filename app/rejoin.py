@@ -32,6 +32,11 @@ def member_file(data_dir: Path) -> Path:
     return data_dir / "worker" / "consumer-member-id"
 
 
+def sink_member_file(data_dir: Path) -> Path:
+    """The member id of the sink inside the worker (its own group, ``{app_id}-sink``)."""
+    return data_dir / "worker" / "sink-member-id"
+
+
 def dead_member(path: Path) -> str | None:
     """The member id this worker saved before it last stopped (None: first start)."""
     try:
@@ -67,7 +72,17 @@ async def leave_group(consumer: Any, member_id: str) -> None:
 def remember_member(app: Any, path: Path) -> None:
     """Save this worker's member id after each assignment (read at its next start)."""
     try:
-        member_id = app.consumer._thread._ensure_consumer()._coordinator.member_id
+        consumer = app.consumer._thread._ensure_consumer()
+    except Exception as exc:  # noqa: BLE001 - only costs the session timeout
+        log.warning("could not reach the worker's consumer: %r", exc)
+        return
+    save_member(consumer, path)
+
+
+def save_member(consumer: Any, path: Path) -> None:
+    """Save an aiokafka consumer's member id (read by :func:`dead_member` at the next start)."""
+    try:
+        member_id = consumer._coordinator.member_id
     except Exception as exc:  # noqa: BLE001 - only costs the session timeout
         log.warning("could not read the consumer's member id: %r", exc)
         return

@@ -30,9 +30,11 @@ import signal
 import time
 from collections.abc import Iterable
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+import mode
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from prometheus_client import start_http_server
@@ -41,6 +43,7 @@ from agents.sink import CONNECT_TIMEOUT_S, PostgresSink
 from app import metrics
 from app.fatal import exit_for_replay
 from app.fetch_holes import install as read_no_hole
+from app.rejoin import dead_member, leave_group, save_member, sink_member_file
 from app.security import aiokafka_security
 from app.settings import Settings
 
@@ -114,9 +117,13 @@ class StartAfterPostgres(ConsumerRebalanceListener):  # type: ignore[misc]
     for good. So a fetch that spans a placement goes through :meth:`placed_records`.
     """
 
-    def __init__(self, settings: Settings, consumer: AIOKafkaConsumer) -> None:
+    def __init__(
+        self, settings: Settings, consumer: AIOKafkaConsumer, member_file: Path | None = None
+    ) -> None:
         self.settings = settings
         self.consumer = consumer
+        #: where this sink's member id is kept for its next start (app/rejoin.py)
+        self.member_file = member_file
         #: set while no rebalance is placing partitions
         self.placed = asyncio.Event()
         #: how many placements have finished
@@ -129,6 +136,8 @@ class StartAfterPostgres(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.placed.clear()
+        if self.member_file is not None:
+            save_member(self.consumer, self.member_file)
         try:
             self.starts = await self._place(assigned) if assigned else {}
         finally:
@@ -210,14 +219,25 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
-async def run(settings: Settings, stop: asyncio.Event, sink: PostgresSink) -> None:
-    """Consume, write, commit, until ``stop`` is set; the batch in hand is finished first."""
+async def run(
+    settings: Settings, stop: asyncio.Event, sink: PostgresSink, member_file: Path | None = None
+) -> None:
+    """Consume, write, commit, until ``stop`` is set; the batch in hand is finished first.
+
+    ``member_file``: where the sink keeps its member id for its next start,
+    when nothing else uses the data directory (inside a worker). After a kill
+    -9 the dead member then leaves the group before the new one joins, rather
+    than holding the join for a session (``app/rejoin.py``).
+    """
     consumer = make_consumer(settings)
     await consumer.start()
+    dead = dead_member(member_file) if member_file is not None else None
+    if dead is not None:
+        await leave_group(consumer, dead)
     if not await _wait_for_applied_topic(consumer, settings, stop):
         await consumer.stop()
         return
-    placing = StartAfterPostgres(settings, consumer)
+    placing = StartAfterPostgres(settings, consumer, member_file)
     consumer.subscribe(sink_topics(settings), listener=placing)
     log.info("sink running: %s -> PostgreSQL (group %s)", sink_topics(settings), group_id(settings))
     next_progress = time.monotonic() + PROGRESS_EVERY_S
@@ -268,8 +288,13 @@ async def run(settings: Settings, stop: asyncio.Event, sink: PostgresSink) -> No
         log.info("sink stopped: %d records committed", sink.committed_records)
 
 
-class SinkInWorker:
+class SinkInWorker(mode.Service):
     """The sink inside a worker: :func:`run` on the worker's event loop.
+
+    A dependency of the Faust app (``app.add_dependency``), so it starts with
+    the app's consumer and joins its own group while the worker joins its
+    own: Faust's ``@app.task`` would start it only once the tables are
+    recovered, one group join later.
 
     It reads with its own consumer group, not through a Faust agent, so it
     starts where PostgreSQL's ``sink_offsets`` say, like ``python -m sink
@@ -280,22 +305,28 @@ class SinkInWorker:
     """
 
     def __init__(self, settings: Settings, sink: PostgresSink) -> None:
+        super().__init__()
         self.settings = settings
         self.sink = sink
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    async def on_start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="postgres-sink")
+
+    async def on_stop(self) -> None:
+        await self.finish()
 
     async def _run(self) -> None:
         try:
-            await run(self.settings, self._stop, self.sink)
+            await run(
+                self.settings, self._stop, self.sink, sink_member_file(self.settings.data_dir)
+            )
         except Exception as exc:  # noqa: BLE001 - anything but an outage: restart and replay
             exit_for_replay("writing a batch to PostgreSQL", exc)
 
-    async def stop(self, wait_s: float = STOP_WAIT_S) -> None:
-        """Finish the batch in hand (at most ``wait_s``), leave the group, close."""
+    async def finish(self, wait_s: float = STOP_WAIT_S) -> None:
+        """Finish the batch in hand (at most ``wait_s``), leave the group, close (idempotent)."""
         self._stop.set()
         task, self._task = self._task, None
         if task is not None:

@@ -1,9 +1,10 @@
 """A worker restarted right after kill -9 applies again without waiting out its dead self.
 
 Its old member stays in the consumer group until the session times out; the
-restarted worker makes it leave first (``app/rejoin.py``). A worker that waited
-for the dead member's session to expire would miss this test's deadline (one
-session after the kill); one that makes it leave meets it.
+restarted worker makes it leave first (``app/rejoin.py``), and so does the
+Postgres sink inside it (a consumer group of its own). A worker or sink that
+waited for the dead member's session to expire would miss this test's
+deadline (one session after the kill); one that makes it leave meets it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 from devstack import DevStack
 from tests.conftest import produce
 from tests.helpers import WorkerProcess, make_event, wait_for
+from tests.sink.conftest import pg
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -34,6 +36,10 @@ def applied_seq(url: str, store: str) -> int:
     return int(response.json()["applied_seq"]) if response.status_code == 200 else -1
 
 
+def in_postgres(dsn: str, seq: int) -> bool:
+    return bool(pg(dsn, "SELECT 1 FROM ledger WHERE store_id = 'S1' AND outlet_seq = $1", seq))
+
+
 def test_restart_after_kill_rejoins_without_waiting_for_the_session(
     stack: DevStack, app_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -43,6 +49,7 @@ def test_restart_after_kill_rejoins_without_waiting_for_the_session(
         "RETAIL_BROKER_HEARTBEAT_INTERVAL_S": "3",
     }
     topic = app_env["RETAIL_EVENTS_TOPIC"]
+    dsn = app_env["RETAIL_DATABASE_URL"]
     worker = WorkerProcess(env=env, data_dir=tmp_path / "w")
     worker.start()
     try:
@@ -51,6 +58,9 @@ def test_restart_after_kill_rejoins_without_waiting_for_the_session(
         wait_for(lambda: applied_seq(worker.url, "S1") == 1, timeout=60, what="seq 1 applied")
         member_file = tmp_path / "w" / "worker" / "consumer-member-id"
         assert member_file.read_text().startswith("faust-"), "the member id is saved"
+        # the sink inside the worker (its own group) saves its member id too
+        wait_for(lambda: in_postgres(dsn, 1), timeout=60, what="seq 1 in PostgreSQL")
+        assert (tmp_path / "w" / "worker" / "sink-member-id").read_text(), "the sink's id is saved"
 
         worker.kill()
         killed_at = time.monotonic()
@@ -61,6 +71,11 @@ def test_restart_after_kill_rejoins_without_waiting_for_the_session(
             lambda: applied_seq(worker.url, "S1") == 2,
             timeout=SESSION_S - 1 - (time.monotonic() - killed_at),
             what="seq 2 applied by the restarted worker",
+        )
+        wait_for(
+            lambda: in_postgres(dsn, 2),
+            timeout=SESSION_S - 1 - (time.monotonic() - killed_at),
+            what="seq 2 written to PostgreSQL by the restarted worker's sink",
         )
     finally:
         worker.stop()
