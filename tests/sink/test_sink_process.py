@@ -44,7 +44,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 def worker_and_sink(
     env: dict[str, str], tmp_path: Path
 ) -> Iterator[tuple[WorkerProcess, SinkProcess]]:
-    """A worker without its sink agent, and ``python -m sink run`` beside it."""
+    """A worker without its own sink, and ``python -m sink run`` beside it."""
     worker = WorkerProcess(
         env=env, data_dir=tmp_path / "w", extra_env={"RETAIL_SINK_ENABLED": "false"}
     )
