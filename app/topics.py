@@ -40,7 +40,8 @@ def raw_topic(app: faust.App, settings: Settings, *names: str, internal: bool) -
     ``retail.events``. Faust creates every topic of a channel with one count,
     so a topic with a count of its own is read alone.
     """
-    own = [n for n in names if n in partition_counts(settings)]
+    counts = partition_counts(settings)
+    own = [n for n in names if n in counts]
     if own and len(names) > 1:
         raise ValueError(f"{own[0]} has a partition count of its own: read it alone")
     return app.topic(
@@ -49,7 +50,7 @@ def raw_topic(app: faust.App, settings: Settings, *names: str, internal: bool) -
         value_type=bytes,
         key_serializer="raw",
         value_serializer="raw",
-        partitions=partition_counts(settings).get(names[0], settings.topic_partitions),
+        partitions=counts.get(names[0], settings.topic_partitions),
         internal=internal,
     )
 

@@ -10,20 +10,14 @@ good (seen with a database restored empty under a restarted worker).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
 from app.settings import Settings
 from sink.service import StartAfterPostgres
 
 APPLIED = TopicPartition("retail.applied", 0)
 DEAD = TopicPartition("dead-letters", 0)
-
-
-@dataclass
-class Record:
-    offset: int
 
 
 @dataclass
@@ -42,9 +36,18 @@ def _listener(starts: dict[TopicPartition, int]) -> tuple[StartAfterPostgres, Co
     return listener, consumer
 
 
-def _fetched(**by_tp: list[int]) -> dict[TopicPartition, list[Any]]:
+def _fetched(**by_tp: list[int]) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+    """What ``getmany`` returns: aiokafka's own records, by partition."""
     tps = {"applied": APPLIED, "dead": DEAD}
-    return {tps[name]: [Record(o) for o in offsets] for name, offsets in by_tp.items()}
+    return {
+        tps[name]: [
+            ConsumerRecord(
+                tps[name].topic, tps[name].partition, o, 0, 0, b"S1", b"{}", None, 2, 2, ()
+            )
+            for o in offsets
+        ]
+        for name, offsets in by_tp.items()
+    }
 
 
 def test_a_fetch_within_one_placement_is_written_whole() -> None:
