@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 import faust
+from faust.assignor import PartitionAssignor
 
 from agents.apply import Applier
 from agents.repartition import fold_transfer_legs
@@ -33,6 +34,7 @@ from app.rejoin import dead_member, member_file, remember_member
 from app.security import aiokafka_security, faust_credentials
 from app.settings import Settings, get_settings
 from app.topics import Topics, define_topics, raw_topic
+from app.warmup import WarmupAssignor
 from sink.commits import PostgresCommits
 from sink.service import SinkInWorker
 from tables.bulk import BulkProducer
@@ -116,6 +118,8 @@ def make_faust_app(settings: Settings) -> faust.App:
         stream_wait_empty=False,
         web_enabled=True,
         TableManager="app.table_manager:PromptTableManager",
+        # a partition moves only to a worker that holds its tables (app/warmup.py)
+        PartitionAssignor=WarmupAssignor if settings.partition_warmup else PartitionAssignor,
         # issue 10: TLS / SASL-SCRAM to Kafka from RETAIL_KAFKA_* (None: plaintext)
         broker_credentials=faust_credentials(settings),
     )
@@ -206,6 +210,12 @@ def build(settings: Settings) -> Central:
         while applier.expiries and applier.expiries[0][0] <= now_ms:
             _, store_id, order_id = heapq.heappop(applier.expiries)
             await reservations.expire(store_id, order_id)
+
+    @app.timer(1.0)  # type: ignore[untyped-decorator]
+    async def hand_over_warm_partitions() -> None:
+        assignor = app.assignor
+        if isinstance(assignor, WarmupAssignor):
+            assignor.request_handover_if_warm()
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def stop_own_clients(sender: Any, *args: Any, **kwargs: Any) -> None:

@@ -9,6 +9,9 @@ QUIET = ("faust", "aiokafka", "mode", "kafka", "aiohttp.access", "rocksdict")
 #: finished. Quiet by default; a chaos run keeps it (README, finding 11: a
 #: wrong read after a recovery could not be placed without it)
 RECOVERY = "faust.tables.recovery"
+#: a joining worker warming partitions up before it takes them (app/warmup.py):
+#: part of the same story, so it follows the same level
+WARMUP = "app.warmup"
 
 
 def _level(name: str) -> int:
@@ -17,11 +20,13 @@ def _level(name: str) -> int:
 
 
 def quiet_libraries(level: str = "warning", *, recovery: str | None = None) -> None:
-    """``level`` for the libraries; ``recovery`` (if given) for Faust's table recovery."""
+    """``level`` for the libraries; ``recovery`` (if given) for Faust's table recovery
+    and the warm-up of partitions."""
     for name in QUIET:
         logging.getLogger(name).setLevel(_level(level))
     if recovery:
-        _own_handler(logging.getLogger(RECOVERY), _level(recovery))
+        for name in (RECOVERY, WARMUP):
+            _own_handler(logging.getLogger(name), _level(recovery))
 
 
 def _own_handler(logger: logging.Logger, level: int) -> None:

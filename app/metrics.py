@@ -41,6 +41,21 @@ CHANGELOG_SELF_READS = Counter(
     "Own changelog records read back after recovery and not applied (app/changelog_guard.py)",
     registry=REGISTRY,
 )
+PARTITIONS_WARMING = Gauge(
+    "retail_partitions_warming",
+    "Partitions this worker restores as a standby before it takes them over (app/warmup.py)",
+    registry=REGISTRY,
+)
+WARMUP_RECORDS_TO_GO = Gauge(
+    "retail_warmup_records_to_go",
+    "Changelog records this worker still reads before its warming partitions are warm",
+    registry=REGISTRY,
+)
+WARM_HANDOVERS = Counter(
+    "retail_warm_handovers_total",
+    "Rebalances this worker asked for to take over partitions it had warmed up",
+    registry=REGISTRY,
+)
 SINK_ROWS = Counter("retail_sink_rows_total", "Ledger rows written to Postgres", registry=REGISTRY)
 SINK_LAG = Histogram(
     "retail_sink_lag_seconds",

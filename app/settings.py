@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     table_standby_replicas: int = Field(default=0, ge=0)
+    #: A joining worker restores a partition's tables as a standby before it
+    #: takes the partition over (app/warmup.py); off: Faust moves it at once
+    #: and its stores wait while the new owner restores them.
+    partition_warmup: bool = True
     #: Events taken from the stream per batch, and how long to wait to fill one.
     apply_batch_max: int = Field(default=2000, ge=1)
     apply_batch_within_s: float = Field(default=0.05, gt=0)

@@ -7,20 +7,21 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.logging_setup import QUIET, RECOVERY, quiet_libraries
+from app.logging_setup import QUIET, RECOVERY, WARMUP, quiet_libraries
 
 
 @pytest.fixture(autouse=True)
 def restore_levels() -> Iterator[None]:
-    names = (*QUIET, RECOVERY)
+    names = (*QUIET, RECOVERY, WARMUP)
     before = {n: logging.getLogger(n).level for n in names}
-    recovery = logging.getLogger(RECOVERY)
-    handlers, propagate = list(recovery.handlers), recovery.propagate
+    own = {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).propagate)
+           for n in (RECOVERY, WARMUP)}  # fmt: skip
     yield
     for name, level in before.items():
         logging.getLogger(name).setLevel(level)
-    recovery.handlers[:] = handlers
-    recovery.propagate = propagate
+    for name, (handlers, propagate) in own.items():
+        logging.getLogger(name).handlers[:] = handlers
+        logging.getLogger(name).propagate = propagate
 
 
 def test_recovery_follows_faust_unless_asked() -> None:
@@ -38,4 +39,7 @@ def test_recovery_at_info_while_faust_stays_at_warning(
     quiet_libraries("warning", recovery="info")  # a second build adds no handler
     assert not logging.getLogger("faust.transport").isEnabledFor(logging.INFO)
     logging.getLogger(RECOVERY).info("Restore complete!")
-    assert capsys.readouterr().err.count("Restore complete!") == 1
+    logging.getLogger(WARMUP).info("partitions [0] are warm")
+    err = capsys.readouterr().err
+    assert err.count("Restore complete!") == 1
+    assert err.count("partitions [0] are warm") == 1, "the warm-up follows the recovery's level"
