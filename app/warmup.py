@@ -195,6 +195,7 @@ class WarmupAssignor(PartitionAssignor):
         self._logged_at = 0.0
         self._previous: dict[str, ClientAssignment] = {}
         self._warm: dict[str, set[int]] = {}
+        self._warming_by_member: dict[str, list[int]] = {}
 
     # -- which topics move together ------------------------------------------
 
@@ -273,7 +274,7 @@ class WarmupAssignor(PartitionAssignor):
             self._previous[member] = self._get_client_metadata(metadata).assignment
             raw = orjson.loads(metadata.user_data)
             self._warm[member] = {int(p) for p in raw.get(WARM_FIELD) or []}
-        self._warming_by_member: dict[str, list[int]] = {}
+        self._warming_by_member = {}
         result: MutableMapping[str, ConsumerProtocolMemberAssignment] = super()._perform_assignment(
             cluster, member_metadata
         )
@@ -317,7 +318,7 @@ class WarmupAssignor(PartitionAssignor):
         tp_distribution: Any,
         topic_groups: Mapping[str, int],
     ) -> MutableMapping[str, ConsumerProtocolMemberAssignment]:
-        warming = getattr(self, "_warming_by_member", {})
+        warming = self._warming_by_member
         out: MutableMapping[str, ConsumerProtocolMemberAssignment] = {}
         for client, assignment in assignments.items():
             raw = orjson.loads(

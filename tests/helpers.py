@@ -59,6 +59,15 @@ async def async_wait_for(
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
+def metric(url: str, name: str) -> float:
+    """A value of a Prometheus text page (``{url}/metrics``): a worker's, a sink's."""
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in {url}/metrics")
+
+
 def make_event(
     store_id: str = "S1",
     seq: int = 1,

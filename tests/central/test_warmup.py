@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from devstack import DevStack
-from tests.helpers import WorkerProcess, make_event, wait_for
+from tests.helpers import WorkerProcess, make_event, metric, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -25,14 +25,6 @@ STORES = [f"W{i:02d}" for i in range(1, 17)]
 #: per store: packed records of PACK events of LINES distinct SKUs each, so
 #: the changelogs hold ~50,000 records: seconds to restore, not instants
 RECORDS, PACK, LINES = 20, 50, 3
-
-
-def metric(url: str, name: str) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=5).text
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in {url}/metrics")
 
 
 def applied(url: str) -> dict[str, int]:

@@ -24,7 +24,7 @@ from devstack.postgres import EmbeddedPostgres
 from sink.commits import PostgresCommits
 from sink.migrate import migrate
 from tests.conftest import produce
-from tests.helpers import WorkerProcess, wait_for
+from tests.helpers import WorkerProcess, metric, wait_for
 from tests.sink.conftest import (
     history,
     ledger_count,
@@ -122,11 +122,7 @@ def test_a_database_restored_empty_under_a_worker_is_filled_again(
 
 
 def _metric(worker: WorkerProcess, name: str) -> float:
-    text = httpx.get(f"{worker.url}/metrics", timeout=5).text
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
+    return metric(worker.url, name)
 
 
 def _applied_seq(worker: WorkerProcess, store: str) -> int:
