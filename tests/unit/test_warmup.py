@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from aiokafka.coordinator.protocol import (
+    ConsumerProtocolMemberAssignment,
+    ConsumerProtocolMemberMetadata,
+)
 from faust.assignor.client_assignment import ClientAssignment
 from faust.types.tuples import TP
+from yarl import URL
 
-from app.warmup import hold_until_warm, records_to_go, warm_partitions
+from app.warmup import WarmupAssignor, hold_until_warm, records_to_go, warm_partitions
 
 EVENTS = "retail.events"
 STOCK = "retail-stock-changelog"
@@ -107,3 +112,71 @@ def test_faust_starts_a_standby_offset_at_none() -> None:
     r = recovery({tp: None}, {tp: 4})  # type: ignore[dict-item]
     assert warm_partitions(r, [0]) == set()
     assert records_to_go(r, [0]) == 5
+
+
+# -- the assignor itself, through Faust's own assign() and the wire format --
+
+TOPICS = {EVENTS, STOCK, SALES}
+
+
+def fake_app(url: str) -> SimpleNamespace:
+    recovery = SimpleNamespace(standby_tps=set(), standby_offsets={}, standby_highwaters={})
+    return SimpleNamespace(
+        tables=SimpleNamespace(changelog_topics=CHANGELOGS, data={}, recovery=recovery),
+        conf=SimpleNamespace(canonical_url=URL(url)),
+        sensors=SimpleNamespace(
+            on_assignment_start=lambda *a: None,
+            on_assignment_completed=lambda *a: None,
+            on_assignment_error=lambda *a: None,
+        ),
+        tracer=None,
+    )
+
+
+CLUSTER = SimpleNamespace(partitions_for_topic=lambda topic: set(range(4)))
+
+
+def rebalance(members: dict[str, WarmupAssignor]) -> None:
+    """One group round: every member's join metadata to the first member (the
+    leader), its answer through the wire format to every member."""
+    joined = {
+        m: ConsumerProtocolMemberMetadata.decode(a.metadata(TOPICS).encode())
+        for m, a in members.items()
+    }
+    leader = next(iter(members.values()))
+    answer = leader.assign(CLUSTER, joined)  # type: ignore[arg-type]
+    for m, a in members.items():
+        a.on_assignment(ConsumerProtocolMemberAssignment.decode(answer[m].encode()))
+
+
+def partitions(tps: set[TP], topic: str) -> list[int]:
+    return sorted(tp.partition for tp in tps if tp.topic == topic)
+
+
+def test_the_assignor_holds_back_then_hands_over_through_the_group_protocol() -> None:
+    old = WarmupAssignor(fake_app("http://old:1"))  # type: ignore[arg-type]
+    new = WarmupAssignor(fake_app("http://new:2"))  # type: ignore[arg-type]
+    rebalance({"old": old})
+    assert partitions(old.assigned_actives(), EVENTS) == [0, 1, 2, 3]
+
+    rebalance({"old": old, "new": new})  # "new" joins cold
+    assert partitions(old.assigned_actives(), EVENTS) == [0, 1, 2, 3], "nothing moved"
+    assert new.assigned_actives() == set()
+    warming = new.warming
+    assert len(warming) == 2
+    assert partitions(new.assigned_standbys(), STOCK) == warming
+    assert partitions(new.assigned_standbys(), EVENTS) == [], "standbys are changelogs only"
+    assert not new.request_handover_if_warm(), "not read yet"
+
+    # Faust's recovery has read the standbys to their ends
+    recovery = new.app.tables.recovery  # type: ignore[attr-defined]
+    recovery.standby_tps = set(new.assigned_standbys())
+    recovery.standby_highwaters = dict.fromkeys(recovery.standby_tps, 10)
+    recovery.standby_offsets = dict.fromkeys(recovery.standby_tps, 10)
+    assert new.warm_now() == set(warming)
+
+    rebalance({"old": old, "new": new})  # the handover
+    assert partitions(new.assigned_actives(), EVENTS) == warming
+    assert partitions(new.assigned_actives(), SALES) == warming
+    assert partitions(old.assigned_actives(), EVENTS) == sorted({0, 1, 2, 3} - set(warming))
+    assert new.warming == [] and new.assigned_standbys() == set()
