@@ -49,7 +49,7 @@ from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberMetadata,
 )
 from faust.assignor import PartitionAssignor
-from faust.assignor.client_assignment import ClientAssignment, ClientMetadata
+from faust.assignor.client_assignment import ClientAssignment
 from faust.types.tuples import TP
 
 from app import metrics
@@ -121,8 +121,8 @@ def hold_until_warm(
     for partition in partitions:
         owner = _owner(assignments, anchor, partition)
         before = owners_before.get(partition)
-        if owner is None or before is None or before == owner or before not in assignments:
-            continue  # staying put, or nobody holds it warm
+        if owner is None or before is None or before == owner:
+            continue  # staying put, or nobody in the group holds it warm
         if partition in warm.get(owner, set()):
             continue  # the new owner has read its changelogs: hand it over
         # a partition the new owner *is* warm on, that Faust left with the
@@ -245,9 +245,10 @@ class WarmupAssignor(PartitionAssignor):
         """
         if not self.warming or self._asked:
             return False
-        to_go = records_to_go(self._recovery(), self.warming)
+        recovery = self._recovery()
+        to_go = records_to_go(recovery, self.warming)
         metrics.WARMUP_RECORDS_TO_GO.set(to_go)
-        if not set(self.warming) <= self.warm_now():
+        if warm_partitions(recovery, self.warming) != set(self.warming):
             if time.monotonic() - self._logged_at >= PROGRESS_EVERY_S:
                 self._logged_at = time.monotonic()
                 log.info("warming up partitions %s: %d changelog records to go",
@@ -285,6 +286,9 @@ class WarmupAssignor(PartitionAssignor):
         assignments: MutableMapping[str, ClientAssignment],
         partitions_by_topic: Mapping[str, int],
     ) -> MutableMapping[str, ClientAssignment]:
+        # Faust's one hook between its assignment and the routing tables it
+        # derives from it (changelog_distribution): held-back partitions must
+        # be in both, so they are held back here.
         anchor = self._anchor()
         if anchor is not None and anchor in partitions_by_topic and len(assignments) > 1:
             count = partitions_by_topic[anchor]
@@ -318,22 +322,14 @@ class WarmupAssignor(PartitionAssignor):
         tp_distribution: Any,
         topic_groups: Mapping[str, int],
     ) -> MutableMapping[str, ConsumerProtocolMemberAssignment]:
-        warming = self._warming_by_member
-        out: MutableMapping[str, ConsumerProtocolMemberAssignment] = {}
-        for client, assignment in assignments.items():
-            raw = orjson.loads(
-                ClientMetadata(
-                    assignment=assignment,
-                    url=self._member_urls[client],
-                    changelog_distribution=cl_distribution,
-                    external_topic_distribution=tp_distribution,
-                    topic_groups=topic_groups,
-                ).dumps()
-            )
-            raw[WARMING_FIELD] = warming.get(client, [])
+        """Faust's answers, each member's with the partitions it is to warm up added."""
+        out: MutableMapping[str, ConsumerProtocolMemberAssignment] = super()._protocol_assignments(
+            assignments, cl_distribution, tp_distribution, topic_groups
+        )
+        for client, answer in out.items():
+            raw = orjson.loads(self._decompress(answer.user_data))
+            raw[WARMING_FIELD] = self._warming_by_member.get(client, [])
             out[client] = ConsumerProtocolMemberAssignment(
-                self.version,
-                sorted(assignment.kafka_protocol_assignment(self._table_manager)),
-                self._compress(orjson.dumps(raw)),
+                answer.version, answer.assignment, self._compress(orjson.dumps(raw))
             )
         return out
