@@ -10,7 +10,7 @@ be delivered after the apply agent has resumed. Such a record is one the
 worker itself wrote after the recovery's end, and it holds an *older* value
 than RocksDB: applied, it rolls the key back while the store's ``progress``
 keeps the newer seqs, and a view answers a stock behind its ``applied_seq``
-(finding 11 in the README) until the key is written again. The changelog
+(finding 11 in bench/HISTORY.md) until the key is written again. The changelog
 itself stays right, so only reads show it.
 
 The rule: for a partition this worker owns (an *active* changelog partition),

@@ -6,7 +6,7 @@ import logging
 
 QUIET = ("faust", "aiokafka", "mode", "kafka", "aiohttp.access", "rocksdict")
 #: Faust's table recovery: what it read, from where, to which end, and when it
-#: finished. Quiet by default; a chaos run keeps it (README, finding 11: a
+#: finished. Quiet by default; a chaos run keeps it (bench/HISTORY.md, finding 11: a
 #: wrong read after a recovery could not be placed without it)
 RECOVERY = "faust.tables.recovery"
 #: a joining worker warming partitions up before it takes them (app/warmup.py):

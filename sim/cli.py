@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sc.agent_skew = {ids[1]: -2 * 3600.0}
         sc.terminal_skew = {ids[2]: 5 * 3600.0}
     # the benchmark runs on memory storage unless asked: Tansu on S3-on-moto does not
-    # keep up with 60 events/s here (README, "Simulation, chaos and the benchmark report")
+    # keep up with 60 events/s here (bench/HISTORY.md, finding 7)
     sc.persistent = args.s3 if args.command == "bench" else not args.memory
     if args.command == "bench":
         sc.steady_s = sc.seconds * args.steady

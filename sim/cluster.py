@@ -139,7 +139,7 @@ class Worker(Killable):
             "RETAIL_DATA_DIR": str(self.data_dir),
             "RETAIL_WEB_PORT": str(self.web_port),
             # each recovery's reads and ends in the worker's log, to place a
-            # wrong read after one (README, finding 11)
+            # wrong read after one (bench/HISTORY.md, finding 11)
             "RETAIL_RECOVERY_LOG_LEVEL": "info",
         }
         self.proc = spawn(

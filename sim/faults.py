@@ -115,7 +115,7 @@ def bench_schedule(stores: list[str], seconds: float, steady_s: float) -> list[F
     come after the backlog has drained, so the drain is measured beside the
     live load alone, as the issue states it. (With a worker kill and a
     rebalance inside the cut, the same drain measured 1,660-1,930 events/s
-    instead of 2,960: README, "Simulation, chaos and the benchmark report".)"""
+    instead of 2,960.)"""
     rest = seconds - steady_s
     cut_s = min(300.0, rest * 0.55)
     group = stores[: max(1, len(stores) // 5)]
