@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 # Tansu holds every join for half a session (measured: 3 s at 6 s, 22.5 s at
 # 45 s), so the session is long enough to tell the two apart, and no longer.
-SESSION_S = 30
+SESSION_S = 20
 
 
 def applied_seq(url: str, store: str) -> int:

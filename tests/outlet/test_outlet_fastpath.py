@@ -129,7 +129,7 @@ def _old(obj: dict[str, Any]) -> Any:
         return exc
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_events())
 @example({"type": "sale", "client_txn_id": "c", "occurred_at": "2025-01-02T10:00:00Z",
           "lines": [{"sku": "A", "qty": True}]})  # fmt: skip

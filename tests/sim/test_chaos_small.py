@@ -2,8 +2,7 @@
 
 The full run is ``make chaos`` / ``make bench``; these keep the same schedule
 at a size that fits ``make test`` on two cores. Two runs, because of what the
-full run found on the embedded broker (README, "Simulation, chaos and the
-benchmark report"): on Tansu's S3 storage a restarted worker crash-loops in
+full run found on the embedded broker (bench/HISTORY.md, finding 2): on Tansu's S3 storage a restarted worker crash-loops in
 recovery, so the worker faults run on memory storage and the broker kill -9 on
 S3 storage with no worker restart after it.
 """
