@@ -262,6 +262,11 @@ class Applier:
             res_by_store[split_key(rkey)[0]][rkey] = dict(self.cache.reservation(rkey))
         for store_id, items in res_by_store.items():
             self.writer.set(self.tables.reservations, store_event[store_id], items)
+        voids_by_store: dict[str, dict[str, Any]] = defaultdict(dict)
+        for vkey in outcome.touched_voids:
+            voids_by_store[split_key(vkey)[0]][vkey] = dict(self.cache.void(vkey))
+        for store_id, items in voids_by_store.items():
+            self.writer.set(self.tables.voids, store_event[store_id], items)
 
     async def _rows(self, outcome: BatchOutcome, now: float) -> BatchRows:
         """The rows of every key a batch changed (:meth:`_stock_rows`), yielding between chunks."""

@@ -65,6 +65,7 @@ class StateAccess(Protocol):
     def progress(self, store_id: str) -> ProgressState: ...
     def sales(self, key: str) -> dict[str, Any]: ...
     def reservation(self, key: str) -> dict[str, Any]: ...
+    def void(self, key: str) -> dict[str, Any]: ...
 
 
 @dataclass(slots=True)
@@ -84,6 +85,8 @@ class BatchOutcome:
     touched_progress: set[str] = field(default_factory=set)
     touched_sales: set[str] = field(default_factory=set)
     touched_reservations: set[str] = field(default_factory=set)
+    #: (store, sale) keys of the voids table this batch set or met again
+    touched_voids: set[str] = field(default_factory=set)
     #: request_id -> the answer for the web view waiting on it
     replies: dict[str, dict[str, Any]] = field(default_factory=dict)
     ledger: list[dict[str, Any]] = field(default_factory=list)
@@ -177,7 +180,12 @@ def _apply_one(event: Event, state: StateAccess, now: float, out: BatchOutcome) 
     ignored = False
     if event.type == "void":
         assert event.ref is not None
-        first = progress.voided.setdefault(event.ref, seq)
+        first = progress.voided.get(event.ref)  # voided before the voids table
+        if first is None:
+            vkey = stock_key(store, event.ref)
+            first = state.void(vkey).setdefault("seq", seq)
+            # written again on a replay too: a crash may have lost its record
+            out.touched_voids.add(vkey)
         if first != seq:
             ignored = True  # a sale is voided once; the second void changes nothing
             if new:

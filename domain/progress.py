@@ -34,7 +34,10 @@ class ProgressState:
     conflicts: int = 0
     events: int = 0
     fingerprints: dict[int, str] = field(default_factory=dict)
-    #: sale ref -> the seq of the void that reversed it (a sale is voided once)
+    #: sale ref -> the seq of the void that reversed it, as this value held
+    #: it before voids had their own table (``tables.state``): read, never
+    #: added to. Every batch rewrites this value, so a map of every void a
+    #: store ever made grew the record, and its cost, without bound.
     voided: dict[str, int] = field(default_factory=dict)
     void_rejected: int = 0
     last_recorded_at: float = 0.0
@@ -88,7 +91,7 @@ class ProgressState:
                 del fingerprints[oldest]
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "seqs": self.seqs.to_json(),
             "durable_wm": self.durable_wm,
             "duplicates": self.duplicates,
@@ -97,11 +100,13 @@ class ProgressState:
             # a dict, not pairs: serialized in C (ints become string keys), no
             # list per entry; written for every store in every batch
             "fp": self.fingerprints,
-            "voided": self.voided,
             "void_rejected": self.void_rejected,
             "last_recorded_at": self.last_recorded_at,
             "last_applied_at": self.last_applied_at,
         }
+        if self.voided:
+            out["voided"] = self.voided
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> ProgressState:

@@ -13,6 +13,11 @@ Why each table is safe under ``at_least_once`` (SPEC design note):
   writes the same key again.
 - ``reservations``: an index order -> sku; the reservation itself lives in
   the stock value (same record as the quantity it holds back).
+- ``voids``: one key per voided sale, with the seq of the void that reversed
+  it (a sale is voided once). A replayed void finds its own seq there and is
+  applied again only to stock keys that lack it; the key is written again.
+  (Before this table the map rode in each store's ``progress`` value, which
+  every batch rewrites: it grew with every void the store ever made.)
 - ``alerts``: written when a key's alert changes; the stock value notes the
   last one written, so a replay that finds its seqs applied writes it again.
 - ``transfers``: fed by a repartition topic; each leg is replaced whole,
@@ -43,6 +48,7 @@ class Tables:
     transfers: Any
     reservations: Any
     alerts: Any
+    voids: Any
 
 
 def define_tables(app: faust.App, settings: Settings) -> Tables:
@@ -69,6 +75,7 @@ def define_tables(app: faust.App, settings: Settings) -> Tables:
         transfers=table("transfers", "transfer_id -> legs sent and received"),
         reservations=table("reservations", "(store, order_id) -> sku, qty, expiry"),
         alerts=table("alerts", "(store, sku) -> negative or low stock"),
+        voids=table("voids", "(store, sale event_id) -> the seq of the void that reversed it"),
     )
 
 
@@ -106,6 +113,7 @@ class StateCache:
         self._progress: dict[str, ProgressState] = {}
         self._sales: LRU = LRU(10_000)
         self._reservations: LRU = LRU(100_000)
+        self._voids: LRU = LRU(100_000)
         #: store -> its partition (set by the apply agent for the stores in a batch)
         self.partitions: dict[str, int] = {}
 
@@ -114,12 +122,14 @@ class StateCache:
         self._stock.trim()
         self._sales.trim()
         self._reservations.trim()
+        self._voids.trim()
 
     def clear(self) -> None:
         self._stock.clear()
         self._progress.clear()
         self._sales.clear()
         self._reservations.clear()
+        self._voids.clear()
         self.partitions.clear()
 
     def _read(self, table: Any, key: str) -> Any:
@@ -154,4 +164,11 @@ class StateCache:
         if entry is None:
             entry = dict(self._read(self.tables.reservations, key) or {})
             self._reservations.put(key, entry)
+        return entry
+
+    def void(self, key: str) -> dict[str, Any]:
+        entry = self._voids.get(key)
+        if entry is None:
+            entry = dict(self._read(self.tables.voids, key) or {})
+            self._voids.put(key, entry)
         return entry

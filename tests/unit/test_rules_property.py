@@ -107,6 +107,7 @@ class Tables:
 
     stock: dict[str, Any] = field(default_factory=dict)
     progress: dict[str, Any] = field(default_factory=dict)
+    voids: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -116,6 +117,7 @@ class Worker:
     tables: Tables
     stock_cache: dict[str, StockState] = field(default_factory=dict)
     progress_cache: dict[str, ProgressState] = field(default_factory=dict)
+    void_cache: dict[str, dict[str, Any]] = field(default_factory=dict)
     other: dict[str, dict[str, Any]] = field(default_factory=dict)
     unconfirmed: dict[str, list[int]] = field(default_factory=dict)
 
@@ -137,6 +139,11 @@ class Worker:
     def reservation(self, key: str) -> dict[str, Any]:
         return self.other.setdefault(f"res:{key}", {})
 
+    def void(self, key: str) -> dict[str, Any]:
+        if key not in self.void_cache:
+            self.void_cache[key] = dict(self.tables.voids.get(key) or {})
+        return self.void_cache[key]
+
     def batch(self, events: list[Event], rng: random.Random | None) -> bool:
         """Apply and write; with ``rng``, crash part-way through the writes (False).
 
@@ -147,6 +154,7 @@ class Worker:
         self.unconfirmed = {}
         out = apply_events(events, self, now=0.0)
         writes = [("stock", k, self.stock(k).to_json()) for k in out.touched_stock]
+        writes += [("voids", k, dict(self.void(k))) for k in out.touched_voids]
         writes += [
             ("progress", s, self.progress(s).to_json()) for s in out.touched_progress | confirmed
         ]
@@ -290,6 +298,58 @@ def test_second_void_changes_nothing() -> None:
     out = apply_events([sale, void1, void2], worker, now=0.0)
     assert worker.stock(stock_key("S1", "A")).on_hand == 0
     assert [d.kind for d in out.dead_letters] == ["void_rejected"]
+
+
+def test_a_void_is_remembered_in_the_voids_table_not_in_the_progress_value() -> None:
+    """Every batch rewrites a store's progress value: what it holds must not
+    grow with every void the store ever made."""
+    sales = [
+        Event(new_event_id(), "sale", "S1", "T1", seq, f"c{seq}", T0, T0, (Line("A", 1),))
+        for seq in range(1, 51)
+    ]
+    voids = [
+        Event(new_event_id(), "void", "S1", "T1", 50 + seq, f"v{seq}", T0, T0, (Line("A", 1),),
+              ref=sale.event_id)
+        for seq, sale in enumerate(sales, start=1)
+    ]  # fmt: skip
+    tables = Tables()
+    worker = Worker(tables)
+    assert worker.batch(sales, None) and worker.batch(voids, None)
+    worker.batch([], None)  # confirms the last flush
+    progress = tables.progress["S1"]
+    assert "voided" not in progress, progress
+    assert tables.voids == {stock_key("S1", s.event_id): {"seq": 50 + i} for i, s in
+                            enumerate(sales, start=1)}  # fmt: skip
+    assert StockState.from_json(tables.stock[stock_key("S1", "A")]).on_hand == 0
+    # a restarted worker reads the voids back: a second void changes nothing
+    again = Event(new_event_id(), "void", "S1", "T1", 101, "v-again", T0, T0, (Line("A", 1),),
+                  ref=sales[0].event_id)  # fmt: skip
+    restarted = Worker(tables)
+    out = apply_events([again], restarted, now=0.0)
+    assert [d.kind for d in out.dead_letters] == ["void_rejected"]
+    assert restarted.stock(stock_key("S1", "A")).on_hand == 0
+
+
+def test_a_sale_voided_before_the_voids_table_is_still_voided_once() -> None:
+    """A progress value written before the voids table holds its voids in a map:
+    they are read from there, and the map is kept as it is."""
+    sale = Event(new_event_id(), "sale", "S1", "T1", 1, "c1", T0, T0, (Line("A", 2),))
+    void1 = Event(
+        new_event_id(), "void", "S1", "T1", 2, "c2", T0, T0, (Line("A", 2),), ref=sale.event_id
+    )
+    tables = Tables()
+    assert Worker(tables).batch([sale, void1], None)
+    legacy = dict(tables.progress["S1"], voided={sale.event_id: 2})
+    tables.progress["S1"], tables.voids = legacy, {}
+    worker = Worker(tables)
+    void2 = Event(
+        new_event_id(), "void", "S1", "T1", 3, "c3", T0, T0, (Line("A", 2),), ref=sale.event_id
+    )
+    out = apply_events([void2], worker, now=0.0)
+    assert [d.kind for d in out.dead_letters] == ["void_rejected"]
+    assert worker.stock(stock_key("S1", "A")).on_hand == 0
+    assert not out.touched_voids
+    assert worker.progress("S1").to_json()["voided"] == {sale.event_id: 2}
 
 
 def test_a_replay_writes_its_keys_again() -> None:
