@@ -7,8 +7,10 @@ A batch is committed in one transaction (all durable, or 503 for all) and
 answered with ``{"results": [...]}``, one item per event in order, each with its
 own ``status`` (201, 200, 403, 409, 413, 422) and the body a single post would
 get. The batch's HTTP status is 201 if any item was created, else 200 if any
-was a repeat, else 422. A bad token (401), a body over the size limit (413) or
-a log that cannot commit (503) apply to the whole batch.
+was a repeat, else the items' status if they share one (403, 409, 413, 422),
+else 422. Each item stands alone: a refused item does not refuse the others.
+A bad token (401), a body over the size limit (413) or a log that cannot
+commit (503) apply to the whole batch.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.schema import MAX_ID_LEN, InvalidEvent, parse_terminal_event, utc_now
+from app.schema import MAX_ID_LEN, InvalidEvent, fast_id, parse_terminal_event, utc_now
 from app.signing import load_signer
 from outlet_agent.config import OutletSettings
 from outlet_agent.errors import OutletError, OutletLogFull, OutletOverloaded
@@ -67,6 +69,11 @@ def _result(outcome: Outcome) -> dict[str, Any]:
             "recorded_at": recorded_at,
         }
     return {"status": outcome.status, **outcome.body()}
+
+
+def _refused(statuses: set[int]) -> int:
+    """A batch with every item refused: their status if they share one (403, 409 ...), else 422."""
+    return statuses.pop() if len(statuses) == 1 else 422
 
 
 def _error(status: int, detail: str, **extra: Any) -> JSON:
@@ -225,7 +232,7 @@ class OutletApp:
         results: list[Outcome] = [p if isinstance(p, Rejected) else next(it) for p in prepared]
         self._count(results)
         statuses = {r.status for r in results}
-        status = 201 if 201 in statuses else 200 if 200 in statuses else 422
+        status = 201 if 201 in statuses else 200 if 200 in statuses else _refused(statuses)
         return JSON({"results": [_result(r) for r in results]}, status_code=status)
 
     def _prepare(self, obj: Any, terminal: str) -> Submission | Rejected:
@@ -316,8 +323,9 @@ class OutletApp:
 
     async def get_stock(self, request: Request) -> Response:
         sku = request.path_params["sku"]
-        if not sku.strip() or len(sku) > MAX_ID_LEN:
-            return _error(422, "invalid sku", reasons=[f"sku: 1 to {MAX_ID_LEN} characters"])
+        if not fast_id(sku):  # what a line's sku may be
+            reason = f"sku: 1 to {MAX_ID_LEN} printable characters, not all blank"
+            return _error(422, "invalid sku", reasons=[reason])
         return JSON(await self.view.stock(sku))
 
     async def get_status(self, _request: Request) -> Response:

@@ -201,6 +201,12 @@ def _tune_gc() -> None:
 
 
 def _status(settings: OutletSettings, *, json_out: bool) -> int:
+    if not settings.outlet_db_path.exists():  # a read-only command makes no log
+        err.print(
+            f"[red]no outlet log at {settings.outlet_db_path}[/]: check RETAIL_DATA_DIR "
+            f"and RETAIL_STORE_ID ({settings.store_id})"
+        )
+        return 1
     db = open_sync(settings.outlet_db_path)
     try:
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
@@ -228,10 +234,13 @@ def _status(settings: OutletSettings, *, json_out: bool) -> int:
         live = httpx.get(
             f"http://{settings.outlet_host}:{settings.outlet_port}/v1/status", timeout=1.0
         ).json()
+    except (httpx.HTTPError, ValueError):
+        live = None
+    if isinstance(live, dict) and live.get("store_id") == settings.store_id:
         out["agent_running"] = True
         out["broker_connected"] = live.get("broker_connected")
-    except (httpx.HTTPError, ValueError):
-        pass
+    elif isinstance(live, dict):  # another store's agent (or something else) has the port
+        out["port_answered_by"] = str(live.get("store_id", "not an outlet agent"))
     if json_out:
         console.print_json(orjson.dumps(out).decode())
         return 0

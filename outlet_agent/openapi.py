@@ -24,6 +24,11 @@ def _error(description: str) -> dict[str, Any]:
     return _json(_ref("Error"), description)
 
 
+def _error_or_batch(description: str) -> dict[str, Any]:
+    """A refusal: one event's error, or a batch whose every item was refused alike."""
+    return _json({"oneOf": [_ref("Error"), _ref("BatchResult")]}, description)
+
+
 def openapi_document(settings: OutletSettings) -> dict[str, Any]:
     """The document for this agent's limits (body size, lines, batch size)."""
     ident = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LEN}
@@ -43,12 +48,14 @@ def openapi_document(settings: OutletSettings) -> dict[str, Any]:
             "The same client_txn_id and content again: the first answer",
         ),
         "401": _error("No, unknown or revoked bearer token"),
-        "403": _error("The body names another store_id"),
-        "409": _error("The client_txn_id was used for other content"),
-        "413": _error(
+        "403": _error_or_batch("The body names another store_id (a batch: every item did)"),
+        "409": _error_or_batch(
+            "The client_txn_id was used for other content (a batch: so was every item's)"
+        ),
+        "413": _error_or_batch(
             f"Body over {settings.max_event_bytes} bytes (one event) or over "
             f"{max(settings.outlet_max_body_bytes, settings.max_event_bytes)} "
-            "bytes (a batch)"
+            "bytes (a batch; or every item of a batch over the event limit)"
         ),
         "422": _json(
             {"oneOf": [_ref("Error"), _ref("BatchResult")]},
@@ -209,8 +216,10 @@ def openapi_document(settings: OutletSettings) -> dict[str, Any]:
                     "summary": "Record one event or a batch from a terminal",
                     "description": (
                         "A batch is committed in one transaction and answered with one "
-                        "result per event, in order. Its HTTP status is 201 if any event "
-                        "was created, else 200 if any was a repeat, else 422."
+                        "result per event, in order; each event is accepted or refused on "
+                        "its own. Its HTTP status is 201 if any event was created, else 200 "
+                        "if any was a repeat, else the events' status if they share one "
+                        "(403, 409, 413, 422), else 422."
                     ),
                     "security": [{"bearer": []}],
                     "requestBody": {
@@ -233,7 +242,7 @@ def openapi_document(settings: OutletSettings) -> dict[str, Any]:
                     "responses": {
                         "200": _json(_ref("Stock"), "The outlet's view"),
                         "404": {"description": "Not a sku path (e.g. a control character)"},
-                        "422": _error(f"sku empty or over {MAX_ID_LEN} characters"),
+                        "422": _error(f"sku blank, over {MAX_ID_LEN} characters or not printable"),
                     },
                 }
             },

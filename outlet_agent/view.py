@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+from urllib.parse import quote
 
 import httpx
 
@@ -57,12 +58,23 @@ class CentralClient(Protocol):
 class HttpCentralClient:
     """``GET {central_url}/api/stores/{store}/stock/{sku}`` with a short timeout."""
 
-    def __init__(self, base_url: str, *, timeout_s: float = 0.5) -> None:
-        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s)
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 0.5,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"), timeout=timeout_s, transport=transport
+        )
 
     async def stock(self, store_id: str, sku: str) -> CentralStock | None:
         try:
-            response = await self._client.get(f"/api/stores/{store_id}/stock/{sku}")
+            # quoted whole: a sku may hold "/", "?" or "#", and must name itself only
+            response = await self._client.get(
+                f"/api/stores/{quote(store_id, safe='')}/stock/{quote(sku, safe='')}"
+            )
         except httpx.HTTPError as exc:
             raise CentralUnavailable(f"the centre did not answer: {exc!r}") from exc
         if response.status_code == 404:

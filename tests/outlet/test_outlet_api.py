@@ -109,6 +109,14 @@ async def test_batch_answers_each_item(agent: Agent) -> None:
     assert r.status_code == 200
     r = await agent.post({"events": [{"type": "x"}]})
     assert r.status_code == 422
+    # every item refused alike: the batch says so; refused in different ways: 422
+    r = await agent.post({"events": [make_event(store_id="S9"), make_event(store_id="S8")]})
+    assert (r.status_code, [x["status"] for x in r.json()["results"]]) == (403, [403, 403])
+    other = dict(dup, lines=[{"sku": "SKU-OTHER", "qty": 1}])
+    r = await agent.post({"events": [other]})
+    assert (r.status_code, [x["status"] for x in r.json()["results"]]) == (409, [409])
+    r = await agent.post({"events": [other, make_event(store_id="S9")]})
+    assert (r.status_code, [x["status"] for x in r.json()["results"]]) == (422, [409, 403])
     for bad in ({"events": []}, {"events": "x"}, {"events": [make_event()] * 5000}):
         assert (await agent.post(bad)).status_code in (413, 422)
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from outlet_agent.view import CentralStock
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from outlet_agent.view import CentralStock, HttpCentralClient
 
 from .conftest import Agent, make_event
 
@@ -56,3 +62,29 @@ async def test_count_sets_then_later_deltas_apply(agent: Agent) -> None:
     assert (view["on_hand"], view["pending"]) == (21, 4)
     agent.central.stocks.clear()  # the centre has no record: the local log alone
     assert (await _stock(agent, "C"))["on_hand"] == 21
+
+
+async def test_the_centre_is_asked_about_exactly_this_sku() -> None:
+    """A sku may hold "/", "?" or "#": the centre must be asked about that sku, not a
+    prefix of it (the view once showed SKU-0009's stock for "SKU-0009?x=1")."""
+    asked: list[tuple[str, str]] = []
+
+    async def item(request: Request) -> JSONResponse:
+        asked.append((request.path_params["store_id"], request.path_params["sku"]))
+        return JSONResponse({"on_hand": 5, "applied_seq": 3, "applied_above": []})
+
+    centre = Starlette(routes=[Route("/api/stores/{store_id}/stock/{sku:path}", item)])
+    client = HttpCentralClient("http://centre", transport=httpx.ASGITransport(app=centre))
+    try:
+        for sku in ("Q25439?v=2", "A/B", "C#1", "D%41", "E F", "é"):
+            assert await client.stock("S 1", sku) == CentralStock(on_hand=5, applied_seq=3)
+    finally:
+        await client.aclose()
+    assert asked == [("S 1", s) for s in ("Q25439?v=2", "A/B", "C#1", "D%41", "E F", "é")]
+
+
+async def test_a_sku_no_line_could_hold_is_422_not_a_server_error(agent: Agent) -> None:
+    for raw in ("%01", "%00", "%7F", "a%00b", "%20%20"):
+        r = await agent.client.get(f"/v1/stock/{raw}")
+        assert r.status_code == 422, (raw, r.status_code, r.text)
+        assert "sku" in r.json()["reasons"][0]
