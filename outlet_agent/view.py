@@ -58,16 +58,8 @@ class CentralClient(Protocol):
 class HttpCentralClient:
     """``GET {central_url}/api/stores/{store}/stock/{sku}`` with a short timeout."""
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        timeout_s: float = 0.5,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), timeout=timeout_s, transport=transport
-        )
+    def __init__(self, base_url: str, *, timeout_s: float = 0.5) -> None:
+        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s)
 
     async def stock(self, store_id: str, sku: str) -> CentralStock | None:
         try:

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from aiohttp import web
 
 from outlet_agent.view import CentralStock, HttpCentralClient
 
@@ -65,22 +61,31 @@ async def test_count_sets_then_later_deltas_apply(agent: Agent) -> None:
 
 
 async def test_the_centre_is_asked_about_exactly_this_sku() -> None:
-    """A sku may hold "/", "?" or "#": the centre must be asked about that sku, not a
-    prefix of it (the view once showed SKU-0009's stock for "SKU-0009?x=1")."""
+    """A sku may hold "/", "?" or "#": the centre (aiohttp, as Faust's web server)
+    must be asked about that sku, not a prefix of it (the view once showed
+    SKU-0009's stock for "SKU-0009?x=1")."""
     asked: list[tuple[str, str]] = []
 
-    async def item(request: Request) -> JSONResponse:
-        asked.append((request.path_params["store_id"], request.path_params["sku"]))
-        return JSONResponse({"on_hand": 5, "applied_seq": 3, "applied_above": []})
+    async def item(request: web.Request) -> web.Response:
+        asked.append((request.match_info["store_id"], request.match_info["sku"]))
+        return web.json_response({"on_hand": 5, "applied_seq": 3, "applied_above": []})
 
-    centre = Starlette(routes=[Route("/api/stores/{store_id}/stock/{sku:path}", item)])
-    client = HttpCentralClient("http://centre", transport=httpx.ASGITransport(app=centre))
+    centre = web.Application()
+    centre.router.add_get("/api/stores/{store_id}/stock/{sku}", item)
+    runner = web.AppRunner(centre)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    client = HttpCentralClient(f"http://127.0.0.1:{port}")
+    skus = ("Q25439?v=2", "A/B", "C#1", "D%41", "E F", "é")
     try:
-        for sku in ("Q25439?v=2", "A/B", "C#1", "D%41", "E F", "é"):
+        for sku in skus:
             assert await client.stock("S 1", sku) == CentralStock(on_hand=5, applied_seq=3)
     finally:
         await client.aclose()
-    assert asked == [("S 1", s) for s in ("Q25439?v=2", "A/B", "C#1", "D%41", "E F", "é")]
+        await runner.cleanup()
+    assert asked == [("S 1", sku) for sku in skus]
 
 
 async def test_a_sku_no_line_could_hold_is_422_not_a_server_error(agent: Agent) -> None:
