@@ -68,12 +68,17 @@ class StateAccess(Protocol):
     def void(self, key: str) -> dict[str, Any]: ...
 
 
+#: every kind of dead letter: failed validation, conflicting content (SPEC
+#: rule 2), a second void of a sale, a signature not accepted (issue 10)
+DEAD_LETTER_KINDS = ("invalid", "conflict", "void_rejected", "signature")
+
+
 @dataclass(slots=True)
 class DeadLetter:
     reasons: list[str]
     event: dict[str, Any] | None
     store_id: str | None
-    kind: str = "invalid"
+    kind: str = "invalid"  # one of DEAD_LETTER_KINDS
 
 
 @dataclass(slots=True)

@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 from faust.web import Request, Response
 
 from app.web import openapi as oa
-from app.web.common import Api, ApiView, int_param
+from app.web.common import Api, ApiView, choice_param, int_param
 from app.web.gather import gather, is_local_request, local_envelope
 from app.web.rocks import local_items
+from domain.apply import DEAD_LETTER_KINDS
 
 if TYPE_CHECKING:
     from app.faust_app import Central
@@ -40,7 +41,7 @@ class DeadLetters(ApiView):
 
     async def get(self, request: Request) -> Response:
         limit = int_param(request, "limit", 100, minimum=1, maximum=1000)
-        kind = request.query.get("kind") or None
+        kind = choice_param(request, "kind", DEAD_LETTER_KINDS)
         store_id = request.query.get("store_id") or None
 
         async def local() -> dict[str, Any]:
@@ -68,7 +69,7 @@ def register(api: Api) -> None:
                 "Quarantined events",
                 "Events that failed validation or conflicted, with every reason; newest first.",
                 params=[
-                    oa.query_str("kind", "invalid, conflict, void_rejected …"),
+                    oa.query_str("kind", "only this kind", list(DEAD_LETTER_KINDS)),
                     oa.query_str("store_id", "only this store"),
                     oa.query_int("limit", 1, 1000, 100, "at most this many"),
                     oa.scope_param(),

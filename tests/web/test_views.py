@@ -115,6 +115,7 @@ def test_store_stock_pages_walk_every_sku_once(cluster: Cluster) -> None:
         ("/api/skus/NOPE/stock", {}, 404),
         ("/api/alerts", {"kind": "odd"}, 400),
         ("/api/dead-letters", {"limit": "-1"}, 400),
+        ("/api/dead-letters", {"kind": "zzz"}, 400),
         ("/api/sync", {"scope": "everything"}, 400),
     ],
 )
