@@ -153,22 +153,18 @@ class StateCache:
         return state
 
     def sales(self, key: str) -> dict[str, Any]:
-        bucket = self._sales.get(key)
-        if bucket is None:
-            bucket = dict(self._read(self.tables.sales, key) or {})
-            self._sales.put(key, bucket)
-        return bucket
+        return self._dict_value(self._sales, self.tables.sales, key)
 
     def reservation(self, key: str) -> dict[str, Any]:
-        entry = self._reservations.get(key)
-        if entry is None:
-            entry = dict(self._read(self.tables.reservations, key) or {})
-            self._reservations.put(key, entry)
-        return entry
+        return self._dict_value(self._reservations, self.tables.reservations, key)
 
     def void(self, key: str) -> dict[str, Any]:
-        entry = self._voids.get(key)
-        if entry is None:
-            entry = dict(self._read(self.tables.voids, key) or {})
-            self._voids.put(key, entry)
-        return entry
+        return self._dict_value(self._voids, self.tables.voids, key)
+
+    def _dict_value(self, cache: LRU, table: Any, key: str) -> dict[str, Any]:
+        """A table's dict value, cached; the caller changes it in place and writes it."""
+        value: dict[str, Any] | None = cache.get(key)
+        if value is None:
+            value = dict(self._read(table, key) or {})
+            cache.put(key, value)
+        return value
