@@ -14,7 +14,7 @@ import heapq
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -257,16 +257,25 @@ class Applier:
             )
         for store_id, buckets in rows.sales.items():
             self.writer.set(self.tables.sales, store_event[store_id], buckets)
-        res_by_store: dict[str, dict[str, Any]] = defaultdict(dict)
-        for rkey in outcome.touched_reservations:
-            res_by_store[split_key(rkey)[0]][rkey] = dict(self.cache.reservation(rkey))
-        for store_id, items in res_by_store.items():
-            self.writer.set(self.tables.reservations, store_event[store_id], items)
-        voids_by_store: dict[str, dict[str, Any]] = defaultdict(dict)
-        for vkey in outcome.touched_voids:
-            voids_by_store[split_key(vkey)[0]][vkey] = dict(self.cache.void(vkey))
-        for store_id, items in voids_by_store.items():
-            self.writer.set(self.tables.voids, store_event[store_id], items)
+        self._write_by_store(
+            self.tables.reservations, outcome.touched_reservations, self.cache.reservation,
+            store_event,
+        )  # fmt: skip
+        self._write_by_store(self.tables.voids, outcome.touched_voids, self.cache.void, store_event)
+
+    def _write_by_store(
+        self,
+        table: Any,
+        keys: set[str],
+        value_of: Callable[[str], dict[str, Any]],
+        store_event: dict[str, Any],
+    ) -> None:
+        """Write "store<US>..." keys of ``table``, one write per store's partition."""
+        by_store: dict[str, dict[str, Any]] = defaultdict(dict)
+        for key in keys:
+            by_store[split_key(key)[0]][key] = dict(value_of(key))
+        for store_id, items in by_store.items():
+            self.writer.set(table, store_event[store_id], items)
 
     async def _rows(self, outcome: BatchOutcome, now: float) -> BatchRows:
         """The rows of every key a batch changed (:meth:`_stock_rows`), yielding between chunks."""

@@ -73,7 +73,7 @@ def _result(outcome: Outcome) -> dict[str, Any]:
 
 def _refused(statuses: set[int]) -> int:
     """A batch with every item refused: their status if they share one (403, 409 ...), else 422."""
-    return statuses.pop() if len(statuses) == 1 else 422
+    return next(iter(statuses)) if len(statuses) == 1 else 422
 
 
 def _error(status: int, detail: str, **extra: Any) -> JSON:

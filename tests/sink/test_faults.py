@@ -121,10 +121,6 @@ def test_a_database_restored_empty_under_a_worker_is_filled_again(
     wait_converged(app_env, ledger_lines(events))
 
 
-def _metric(worker: WorkerProcess, name: str) -> float:
-    return metric(worker.url, name)
-
-
 def _applied_seq(worker: WorkerProcess, store: str) -> int:
     r = httpx.get(f"{worker.url}/api/stores/{store}/stock/SKU-00", timeout=5)
     return int(r.json()["applied_seq"]) if r.status_code == 200 else -1
@@ -161,16 +157,16 @@ def test_postgres_outage_under_load_everything_arrives_once(
         load.finish()
         # ... and says how far Postgres is behind
         wait_for(
-            lambda: _metric(worker, "retail_sink_behind_seconds") > 2.0,
+            lambda: metric(worker.url, "retail_sink_behind_seconds") > 2.0,
             timeout=30,
             what="retail_sink_behind_seconds to grow",
         )
-        assert _metric(worker, "retail_sink_errors_total") > 0
+        assert metric(worker.url, "retail_sink_errors_total") > 0
 
         own_postgres.start()
         wait_converged(env, ledger_lines(before) + ledger_lines(during))
         wait_for(
-            lambda: _metric(worker, "retail_sink_behind_seconds") < 2.0,
+            lambda: metric(worker.url, "retail_sink_behind_seconds") < 2.0,
             timeout=30,
             what="the sink to catch up",
         )
