@@ -370,7 +370,9 @@ class Applier:
             ledger_by_store[row["store_id"]].append(row)
         async for stores in with_turns(list(outcome.touched_progress), CHUNK_STORES):
             for store_id in stores:  # outputs only: nothing a view reads
-                self._send_applied(store_id, ledger_by_store, rows, now)
+                self._send_applied(
+                    store_id, ledger_by_store, rows, now, outcome.withdrawn.get(store_id)
+                )
         for leg in outcome.transfer_legs:
             self.writer.send(
                 self.topics.transfers, str(leg["transfer_id"]).encode(), orjson.dumps(leg)
@@ -382,8 +384,10 @@ class Applier:
         ledger_by_store: dict[str, list[dict[str, Any]]],
         rows: BatchRows,
         now: float,
+        withdrawn: set[int] | None = None,
     ) -> None:
-        """One store's ``applied`` records: its ledger lines, stock rows, sales and progress."""
+        """One store's ``applied`` records: its ledger lines, stock rows, sales and progress,
+        and the seqs of withdrawn voids (their ledger rows become ``ignored``)."""
         progress = self.cache.progress(store_id)
         sales = [
             {
@@ -413,6 +417,7 @@ class Applier:
             sales,
             figures,
             now,
+            sorted(withdrawn or ()),
         ):
             self.writer.send(self.topics.applied, store_id.encode(), orjson.dumps(record))
 
@@ -428,6 +433,7 @@ def applied_records(
     sales: list[dict[str, Any]],
     progress: dict[str, Any],
     sent_at: float,
+    withdrawn: list[int] | None = None,
 ) -> list[dict[str, Any]]:
     """What the Postgres sink gets of one store's share of a group, in order.
 
@@ -439,6 +445,8 @@ def applied_records(
     carries the store's progress: PostgreSQL's
     ``outlet_sync`` never claims a seq before every ledger row up to it is
     there (the records share a partition, so they arrive in this order).
+    ``withdrawn`` (seqs of voids another void replaced) rides on the last
+    one too, after the rows it corrects.
     """
     parts: list[dict[str, Any]] = []
     li = si = 0
@@ -452,6 +460,8 @@ def applied_records(
             break
     records = [{"store_id": store_id, **part, "sales": [], "sent_at": sent_at} for part in parts]
     records[-1].update(sales=sales, progress=progress)
+    if withdrawn:
+        records[-1]["withdrawn"] = withdrawn
     return records
 
 

@@ -92,6 +92,9 @@ class BatchOutcome:
     touched_reservations: set[str] = field(default_factory=set)
     #: (store, sale) keys of the voids table this batch set or met again
     touched_voids: set[str] = field(default_factory=set)
+    #: store -> seqs of voids a void of the same sale with a smaller seq replaced:
+    #: their ledger rows become ``ignored`` (sent again with every replay)
+    withdrawn: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
     #: request_id -> the answer for the web view waiting on it
     replies: dict[str, dict[str, Any]] = field(default_factory=dict)
     ledger: list[dict[str, Any]] = field(default_factory=list)
@@ -183,12 +186,27 @@ def _apply_one(event: Event, state: StateAccess, now: float, out: BatchOutcome) 
 
     effects = line_effects(event)
     ignored = False
+    replaced: list[tuple[int, list[str]]] = []
     if event.type == "void":
         assert event.ref is not None
         first = progress.voided.get(event.ref)  # voided before the voids table
         if first is None:
             vkey = stock_key(store, event.ref)
-            first = state.void(vkey).setdefault("seq", seq)
+            record = state.void(vkey)
+            first, taken_over = _void_of_sale(record, seq, effects)
+            if taken_over is not None and new:
+                progress.void_rejected += 1
+                out.dead_letters.append(
+                    DeadLetter(
+                        [f"void: seq {taken_over} withdrawn: sale {event.ref} voided by seq {seq}"],
+                        # what the centre keeps of the withdrawn void
+                        {"store_id": store, "outlet_seq": taken_over, "ref": event.ref},
+                        store,
+                        "void_rejected",
+                    )
+                )
+            if first == seq:  # withdrawn again on a replay: a crash may have lost it
+                replaced = [(int(s), list(skus)) for s, skus in record.get("over", ())]
             # written again on a replay too: a crash may have lost its record
             out.touched_voids.add(vkey)
         if first != seq:
@@ -203,6 +221,14 @@ def _apply_one(event: Event, state: StateAccess, now: float, out: BatchOutcome) 
                         "void_rejected",
                     )
                 )
+
+    for old_seq, skus in replaced:  # the voids this one replaced give their units back
+        out.withdrawn[store].add(old_seq)
+        for sku in skus:
+            key = stock_key(store, sku)
+            if state.stock(key).withdraw(old_seq):
+                state.stock(key).ver += 1
+            out.touched_stock.add(key)
 
     if not ignored:
         for sku, qty in effects.items():
@@ -283,6 +309,27 @@ def _apply_one(event: Event, state: StateAccess, now: float, out: BatchOutcome) 
                 "unit_price_cents": line.unit_price_cents,
             }
         )
+
+
+def _void_of_sale(
+    record: dict[str, Any], seq: int, effects: dict[str, int]
+) -> tuple[int, int | None]:
+    """Which void of a sale counts (``record``: the sale's voids-table value).
+
+    A sale is voided once, by its first void in seq order (SPEC rules 1 and
+    2), whatever order its voids arrive in: a void with a smaller seq than the
+    one applied takes its place, and the one applied is kept in ``over`` (its
+    seq and skus) to be withdrawn from the keys it changed. A record written
+    before ``skus`` was kept takes this void's: a void names its sale's lines.
+    Returns the seq of the void that counts, and the seq this void replaced.
+    """
+    first = int(record.setdefault("seq", seq))
+    record.setdefault("skus", sorted(effects))
+    if seq >= first:
+        return first, None
+    record["over"] = [*record.get("over", ()), [first, record["skus"]]]
+    record["seq"], record["skus"] = seq, sorted(effects)
+    return seq, first
 
 
 def _end_reservation(index: dict[str, Any], sku: str) -> None:

@@ -61,6 +61,21 @@ class StockState:
         self.count_seq = seq
         return "count"
 
+    def withdraw(self, seq: int) -> bool:
+        """Take back the delta of ``seq``, which stays recorded as applied (with 0).
+
+        A void replaced by another void of the same sale with a smaller seq
+        (SPEC rule 1: a sale is voided once, by its first void in seq order).
+        ``on_hand`` holds a delta exactly when its seq is above ``count_seq``.
+        """
+        delta = self.applied.get(seq)
+        if not delta:
+            return False
+        self.applied[seq] = 0
+        if seq > self.count_seq:
+            self.on_hand -= delta
+        return True
+
     def advance(self, store_watermark: int) -> None:
         """Forget per-seq detail below the store's watermark (bounds the value)."""
         if store_watermark > self.wm:

@@ -13,6 +13,8 @@ Idempotence is data (STYLE): every statement says why it is safe to repeat.
   watermark at the moment the key was written, which depends on how the events
   were batched, so a replayed key can come back with a lower ``applied_seq``
   and a newer ``on_hand``. Guarding on it first would freeze such a row.
+- a withdrawn void (another void of its sale had a smaller seq): its ledger
+  rows are set to ``ignored``; setting them again changes nothing.
 - ``outlet_sync`` / ``sales_minute``: guarded by their monotonic counters.
 - ``sink_offsets``: the consumed offsets, in the same transaction; records at
   or below them are skipped, so a replayed batch writes nothing at all.
@@ -52,6 +54,15 @@ SELECT store_id, count(*) AS n,
        extract(epoch FROM min(recorded_at))::float8 AS oldest,
        extract(epoch FROM max(recorded_at))::float8 AS newest
 FROM ins GROUP BY store_id
+"""
+
+# Rows of a withdrawn void: inserted before (an earlier record of the same
+# partition, or this batch's INSERT_LEDGER), so the update finds them.
+WITHDRAW_VOIDS = """
+UPDATE ledger SET effect = 'ignored'
+FROM unnest($1::text[], $2::bigint[]) AS w(store_id, outlet_seq)
+WHERE ledger.store_id = w.store_id AND ledger.outlet_seq = w.outlet_seq
+  AND ledger.type = 'void' AND ledger.effect <> 'ignored'
 """
 
 # SPEC "What is promised": stock_levels converges to the table. ``ver`` is the
@@ -167,6 +178,8 @@ class _Batch:
     sync: dict[str, dict[str, Any]] = field(default_factory=dict)
     sales: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     dead: list[tuple[Any, ...]] = field(default_factory=list)
+    #: (store_id, outlet_seq) of withdrawn voids
+    withdrawn: set[tuple[str, int]] = field(default_factory=set)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def add(self, value: dict[str, Any]) -> None:
@@ -192,6 +205,7 @@ class _Batch:
                     _ts_or_none(row.get("sent_at")),
                 )
             )  # fmt: skip
+        self.withdrawn.update((value["store_id"], int(seq)) for seq in value.get("withdrawn", ()))
         for snap in value.get("stock", ()):
             k = (snap["store_id"], snap["sku"])
             old = self.stock.get(k)
@@ -240,6 +254,9 @@ async def write_batch(conn: asyncpg.Connection, records: Sequence[SinkRecord]) -
             for r in await conn.fetch(INSERT_LEDGER):
                 result.ledger_rows += r["n"]
                 result.stores[r["store_id"]] = StoreCommit(r["n"], r["oldest"], r["newest"])
+        if batch.withdrawn:
+            stores, seqs = zip(*sorted(batch.withdrawn), strict=True)
+            await conn.execute(WITHDRAW_VOIDS, list(stores), list(seqs))
         if batch.stock:
             await conn.copy_records_to_table(
                 "tmp_stock",

@@ -90,6 +90,54 @@ def test_events_reach_view_and_postgres(
     assert sync[0]["duplicates"] == 1
 
 
+def test_the_first_void_in_seq_order_counts_when_a_later_one_came_first(
+    stack: DevStack, app_env: dict[str, str], worker: WorkerProcess
+) -> None:
+    """SPEC rules 1 and 4 with two voids of one sale: seq 3 voids it, the count at
+    seq 4 supersedes that, and seq 5 changes nothing. Seq 5 arrives first and is
+    applied; when seq 3 comes it takes its place, everywhere."""
+    topic, dsn = app_env["RETAIL_EVENTS_TOPIC"], app_env["RETAIL_DATABASE_URL"]
+    sale = make_event("S1", 2, "sale", [{"sku": "A", "qty": 2}])
+    void = {"lines": [{"sku": "A", "qty": 2}], "ref": sale["event_id"]}
+    asyncio.run(
+        produce(
+            stack.broker.bootstrap,
+            topic,
+            [
+                make_event("S1", 1, "receipt", [{"sku": "A", "qty": 10}]),
+                sale,
+                make_event("S1", 4, "count", [{"sku": "A", "qty": 20}]),
+                make_event("S1", 5, "void", **void),
+            ],
+        )
+    )
+    wait_for(lambda: stock(worker, "S1", "A")["on_hand"] == 22, timeout=30, what="seq 5 applied")
+    asyncio.run(produce(stack.broker.bootstrap, topic, [make_event("S1", 3, "void", **void)]))
+    wait_for(lambda: stock(worker, "S1", "A")["on_hand"] == 20, timeout=30, what="seq 5 withdrawn")
+    effects = wait_for(
+        lambda: (
+            (r := pg(dsn, "SELECT outlet_seq, effect FROM ledger WHERE type = 'void' ORDER BY 1"))
+            and [tuple(x) for x in r] == [(3, "delta"), (5, "ignored")]
+            and r
+        ),
+        timeout=30,
+        what="seq 5's ledger row ignored",
+    )
+    assert effects
+    levels = wait_for(
+        lambda: (r := pg(dsn, "SELECT on_hand FROM stock_levels")) and r[0]["on_hand"] == 20,
+        timeout=30,
+        what="stock_levels at 20",
+    )
+    assert levels
+    dead = wait_for(
+        lambda: pg(dsn, "SELECT reasons::text AS r FROM dead_letters WHERE kind = 'void_rejected'"),
+        timeout=30,
+        what="the withdrawal reported",
+    )
+    assert "seq 5 withdrawn" in dead[0]["r"]
+
+
 def test_garbage_goes_to_dead_letters_and_stream_goes_on(
     stack: DevStack, app_env: dict[str, str], worker: WorkerProcess
 ) -> None:

@@ -102,6 +102,7 @@ def test_analyst_reads_and_sink_has_no_ddl(dsn: str) -> None:
         "CREATE TABLE public.mine (x int)",
         "DELETE FROM ledger",
         "UPDATE ledger SET qty = 0",
+        "UPDATE ledger SET outlet_seq = outlet_seq + 1",
         "TRUNCATE stock_levels",
     ):
         with pytest.raises(asyncpg.PostgresError) as info:
@@ -244,3 +245,41 @@ def test_ledger_sum_follows_count_rule(dsn: str) -> None:
         return (await read_postgres(dsn))[1]
 
     assert run(scenario()) == {("S1", "A"): 6}
+
+
+def test_a_withdrawn_void_leaves_the_ledger_sum(dsn: str) -> None:
+    """A void another void of its sale replaced (a smaller seq, arriving later):
+    its rows become ``ignored``, in the batch that brings them or a later one,
+    and the ledger's sum is the table's again. Sent again, it changes nothing."""
+    from sink.reconcile import read_postgres
+
+    def void_record(offset: int, seq: int, on_hand: int, withdrawn: list[int]) -> SinkRecord:
+        record = _record(offset, ver=offset + 1, on_hand=on_hand, seqs=[seq])
+        (row,) = record.value["ledger"]
+        row.update(type="void", qty=2, ref="sale-1")
+        if withdrawn:
+            record.value["withdrawn"] = withdrawn
+        return record
+
+    async def scenario() -> list[dict[tuple[str, str], int]]:
+        await migrate(dsn)
+        conn = await asyncpg.connect(dsn)
+        sums = []
+        try:
+            await ensure_temp_tables(conn)
+            sale = _record(0, ver=1, on_hand=-2, seqs=[1])
+            sale.value["ledger"][0]["qty"] = -2
+            await write_batch(conn, [sale, void_record(1, 4, 0, [])])
+            sums.append((await read_postgres(dsn))[1])
+            await write_batch(conn, [void_record(2, 2, 0, [4])])  # seq 2 takes seq 4's place
+            sums.append((await read_postgres(dsn))[1])
+            # the same correction again, with its own rows in the same batch (a replay)
+            await write_batch(conn, [SinkRecord("applied2", 0, 0, void_record(3, 2, 0, [4]).value)])
+            sums.append((await read_postgres(dsn))[1])
+            effects = await conn.fetch("SELECT outlet_seq, effect FROM ledger ORDER BY 1")
+            assert [tuple(r) for r in effects] == [(1, "delta"), (2, "delta"), (4, "ignored")]
+        finally:
+            await conn.close()
+        return sums
+
+    assert run(scenario()) == [{("S1", "A"): 0}] * 3

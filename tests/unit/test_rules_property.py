@@ -34,7 +34,6 @@ def histories(draw: st.DrawFn) -> list[Event]:
         st.lists(st.sampled_from(["S1", "S2", "S3"]), min_size=1, max_size=3, unique=True)
     ):
         sales: list[Event] = []
-        voided: set[str] = set()
         for seq in range(1, draw(st.integers(1, 25)) + 1):
             kind = draw(
                 st.sampled_from(
@@ -45,12 +44,10 @@ def histories(draw: st.DrawFn) -> list[Event]:
             ref = None
             reason = None
             if kind == "void":
-                candidates = [s for s in sales if s.event_id not in voided]
-                if not candidates:
+                if not sales:
                     kind = "sale"
-                else:
-                    sale = draw(st.sampled_from(candidates))
-                    voided.add(sale.event_id)
+                else:  # a sale voided before too: only the first void counts
+                    sale = draw(st.sampled_from(sales))
                     ref = sale.event_id
                     lines = sale.lines
             if kind != "void":
@@ -87,11 +84,16 @@ def histories(draw: st.DrawFn) -> list[Event]:
 
 
 def reference(events: list[Event]) -> dict[str, int]:
-    """The plain model: each store's events once, in seq order (SPEC rules 1 and 4)."""
+    """The plain model: each store's events once, in seq order (SPEC rules 1 and 4);
+    a sale is voided by its first void, and a later one changes nothing."""
     stock: dict[str, int] = defaultdict(int)
     sign = {"sale": -1, "return": 1, "receipt": 1, "adjustment": 1, "void": 1,
             "transfer_out": -1, "transfer_in": 1}  # fmt: skip
+    voided: set[str | None] = set()
     for event in sorted(events, key=lambda e: (e.store_id, e.outlet_seq)):
+        if event.type == "void" and event.ref in voided:
+            continue
+        voided.add(event.ref if event.type == "void" else None)
         if event.type == "count":
             for line in event.lines:
                 stock[stock_key(event.store_id, line.sku)] = line.qty
@@ -300,6 +302,60 @@ def test_second_void_changes_nothing() -> None:
     assert [d.kind for d in out.dead_letters] == ["void_rejected"]
 
 
+def _sale_voided_at(*seqs: int) -> list[Event]:
+    """A sale of 2 A at seq 1, and a void of it at each of ``seqs``."""
+    sale = Event(new_event_id(), "sale", "S1", "T1", 1, "c1", T0, T0, (Line("A", 2),))
+    return [sale] + [
+        Event(new_event_id(), "void", "S1", "T1", seq, f"c{seq}", T0, T0, (Line("A", 2),),
+              ref=sale.event_id)
+        for seq in seqs
+    ]  # fmt: skip
+
+
+def test_the_first_void_in_seq_order_counts_whatever_arrives_first() -> None:
+    """Two voids of one sale with a count between them: the void of seq 2 counts
+    (the count at 3 supersedes it), the void of seq 4 changes nothing. Arriving
+    first, seq 4 is applied, then withdrawn when seq 2 comes: same stock."""
+    sale, void2, void4 = _sale_voided_at(2, 4)
+    count = Event(new_event_id(), "count", "S1", "T1", 3, "c3", T0, T0, (Line("A", 10),))
+    key = stock_key("S1", "A")
+    for order in ([sale, void2, count, void4], [sale, count, void4, void2],
+                  [void4, count, void2, sale], [void4, void2, sale, count]):  # fmt: skip
+        tables = Tables()
+        worker = Worker(tables)
+        rejected: list[tuple[int, str]] = []
+        withdrawn: set[int] = set()
+        for event in order:
+            out = apply_events([event], worker, now=0.0)
+            rejected += [(d.event["outlet_seq"], d.kind) for d in out.dead_letters if d.event]
+            withdrawn |= out.withdrawn.get("S1", set())
+        assert worker.stock(key).on_hand == 10, order
+        assert rejected == [(4, "void_rejected")], order
+        assert worker.progress("S1").void_rejected == 1
+        assert worker.void(stock_key("S1", sale.event_id))["seq"] == 2
+        # the ledger rows of seq 4 are made ignored where seq 4 was applied first
+        assert withdrawn == ({4} if order.index(void4) < order.index(void2) else set())
+
+
+def test_a_replayed_void_withdraws_again_what_a_crash_lost() -> None:
+    """The voids table kept the switch to seq 2, the stock key did not: the
+    replay of seq 2 withdraws seq 4 from the key again, and applies itself."""
+    sale, void2, void4 = _sale_voided_at(2, 4)
+    tables = Tables()
+    assert Worker(tables).batch([sale, void4], None)
+    before = dict(tables.stock)
+    assert Worker(tables).batch([void2], None)
+    tables.stock = before  # the crash: the key's record of the switch is lost
+    replayed = Worker(tables)
+    key = stock_key("S1", "A")
+    assert replayed.stock(key).applied == {1: -2, 4: 2}  # seq 4's units, still there
+    out = apply_events([void2], replayed, now=0.0)
+    assert out.withdrawn == {"S1": {4}} and out.duplicates == 1
+    assert not out.dead_letters  # reported once, when seq 2 was new
+    assert replayed.stock(key).applied == {1: -2, 4: 0, 2: 2}
+    assert replayed.stock(key).on_hand == 0  # voided once, not twice
+
+
 def test_a_void_is_remembered_in_the_voids_table_not_in_the_progress_value() -> None:
     """Every batch rewrites a store's progress value: what it holds must not
     grow with every void the store ever made."""
@@ -318,8 +374,8 @@ def test_a_void_is_remembered_in_the_voids_table_not_in_the_progress_value() -> 
     worker.batch([], None)  # confirms the last flush
     progress = tables.progress["S1"]
     assert "voided" not in progress, progress
-    assert tables.voids == {stock_key("S1", s.event_id): {"seq": 50 + i} for i, s in
-                            enumerate(sales, start=1)}  # fmt: skip
+    assert tables.voids == {stock_key("S1", s.event_id): {"seq": 50 + i, "skus": ["A"]}
+                            for i, s in enumerate(sales, start=1)}  # fmt: skip
     assert StockState.from_json(tables.stock[stock_key("S1", "A")]).on_hand == 0
     # a restarted worker reads the voids back: a second void changes nothing
     again = Event(new_event_id(), "void", "S1", "T1", 101, "v-again", T0, T0, (Line("A", 1),),
