@@ -193,20 +193,28 @@ def _apply_one(event: Event, state: StateAccess, now: float, out: BatchOutcome) 
         if first is None:
             vkey = stock_key(store, event.ref)
             record = state.void(vkey)
-            first, taken_over = _void_of_sale(record, seq, effects)
+            first, taken_over = _void_of_sale(record, seq, event.event_id, effects)
             if taken_over is not None and new:
                 progress.void_rejected += 1
+                old_seq, _, old_id = taken_over
                 out.dead_letters.append(
                     DeadLetter(
-                        [f"void: seq {taken_over} withdrawn: sale {event.ref} voided by seq {seq}"],
-                        # what the centre keeps of the withdrawn void
-                        {"store_id": store, "outlet_seq": taken_over, "ref": event.ref},
+                        [f"void: seq {old_seq} withdrawn: sale {event.ref} voided by seq {seq}"],
+                        # what the centre keeps of the withdrawn void: its dead
+                        # letter has the key it has when it arrives second
+                        {
+                            "store_id": store,
+                            "outlet_seq": old_seq,
+                            "event_id": old_id,
+                            "type": "void",
+                            "ref": event.ref,
+                        },
                         store,
                         "void_rejected",
                     )
                 )
             if first == seq:  # withdrawn again on a replay: a crash may have lost it
-                replaced = [(int(s), list(skus)) for s, skus in record.get("over", ())]
+                replaced = [(int(o[0]), list(o[1])) for o in record.get("over", ())]
             # written again on a replay too: a crash may have lost its record
             out.touched_voids.add(vkey)
         if first != seq:
@@ -312,24 +320,27 @@ def _apply_one(event: Event, state: StateAccess, now: float, out: BatchOutcome) 
 
 
 def _void_of_sale(
-    record: dict[str, Any], seq: int, effects: dict[str, int]
-) -> tuple[int, int | None]:
+    record: dict[str, Any], seq: int, event_id: str, effects: dict[str, int]
+) -> tuple[int, list[Any] | None]:
     """Which void of a sale counts (``record``: the sale's voids-table value).
 
-    A sale is voided once, by its first void in seq order (SPEC rules 1 and
-    2), whatever order its voids arrive in: a void with a smaller seq than the
-    one applied takes its place, and the one applied is kept in ``over`` (its
-    seq and skus) to be withdrawn from the keys it changed. A record written
-    before ``skus`` was kept takes this void's: a void names its sale's lines.
-    Returns the seq of the void that counts, and the seq this void replaced.
+    A sale is voided once (SPEC "Events"), by its first void in seq order (rule
+    1), whatever order its voids arrive in: a void with a smaller seq than the
+    one applied takes its place, and the one applied goes to ``over`` (its seq,
+    skus and event_id) to be withdrawn from the keys it changed. A record
+    written before ``skus`` was kept takes this void's: a void names its
+    sale's lines. Returns the seq of the void that counts, and the ``over``
+    entry of the void this one just replaced.
     """
     first = int(record.setdefault("seq", seq))
     record.setdefault("skus", sorted(effects))
+    record.setdefault("id", event_id if first == seq else None)
     if seq >= first:
         return first, None
-    record["over"] = [*record.get("over", ()), [first, record["skus"]]]
-    record["seq"], record["skus"] = seq, sorted(effects)
-    return seq, first
+    replaced = [first, record["skus"], record["id"]]
+    record["over"] = [*record.get("over", ()), replaced]
+    record.update(seq=seq, skus=sorted(effects), id=event_id)
+    return seq, replaced
 
 
 def _end_reservation(index: dict[str, Any], sku: str) -> None:

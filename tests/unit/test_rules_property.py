@@ -323,14 +323,19 @@ def test_the_first_void_in_seq_order_counts_whatever_arrives_first() -> None:
                   [void4, count, void2, sale], [void4, void2, sale, count]):  # fmt: skip
         tables = Tables()
         worker = Worker(tables)
-        rejected: list[tuple[int, str]] = []
+        rejected: list[tuple[Any, ...]] = []
         withdrawn: set[int] = set()
         for event in order:
             out = apply_events([event], worker, now=0.0)
-            rejected += [(d.event["outlet_seq"], d.kind) for d in out.dead_letters if d.event]
+            rejected += [
+                (d.kind, d.event["outlet_seq"], d.event["event_id"], d.event["type"])
+                for d in out.dead_letters
+                if d.event
+            ]
             withdrawn |= out.withdrawn.get("S1", set())
         assert worker.stock(key).on_hand == 10, order
-        assert rejected == [(4, "void_rejected")], order
+        # the same dead letter (the same key) whichever void came first
+        assert rejected == [("void_rejected", 4, void4.event_id, "void")], order
         assert worker.progress("S1").void_rejected == 1
         assert worker.void(stock_key("S1", sale.event_id))["seq"] == 2
         # the ledger rows of seq 4 are made ignored where seq 4 was applied first
@@ -374,8 +379,10 @@ def test_a_void_is_remembered_in_the_voids_table_not_in_the_progress_value() -> 
     worker.batch([], None)  # confirms the last flush
     progress = tables.progress["S1"]
     assert "voided" not in progress, progress
-    assert tables.voids == {stock_key("S1", s.event_id): {"seq": 50 + i, "skus": ["A"]}
-                            for i, s in enumerate(sales, start=1)}  # fmt: skip
+    assert tables.voids == {
+        stock_key("S1", s.event_id): {"seq": 50 + i, "skus": ["A"], "id": v.event_id}
+        for i, (s, v) in enumerate(zip(sales, voids, strict=True), start=1)
+    }
     assert StockState.from_json(tables.stock[stock_key("S1", "A")]).on_hand == 0
     # a restarted worker reads the voids back: a second void changes nothing
     again = Event(new_event_id(), "void", "S1", "T1", 101, "v-again", T0, T0, (Line("A", 1),),
