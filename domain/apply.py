@@ -195,24 +195,12 @@ def _apply_one(event: Event, state: StateAccess, now: float, out: BatchOutcome) 
             record = state.void(vkey)
             first, taken_over = _void_of_sale(record, seq, event.event_id, effects)
             if taken_over is not None and new:
-                progress.void_rejected += 1
                 old_seq, _, old_id = taken_over
-                out.dead_letters.append(
-                    DeadLetter(
-                        [f"void: seq {old_seq} withdrawn: sale {event.ref} voided by seq {seq}"],
-                        # what the centre keeps of the withdrawn void: its dead
-                        # letter has the key it has when it arrives second
-                        {
-                            "store_id": store,
-                            "outlet_seq": old_seq,
-                            "event_id": old_id,
-                            "type": "void",
-                            "ref": event.ref,
-                        },
-                        store,
-                        "void_rejected",
-                    )
-                )
+                # what the centre keeps of the withdrawn void: its dead letter
+                # has the key it has when it arrives second
+                kept = {"store_id": store, "outlet_seq": old_seq, "event_id": old_id,
+                        "type": "void", "ref": event.ref}  # fmt: skip
+                _reject_void(progress, out, kept, f"seq {old_seq} withdrawn: voided by seq {seq}")
             if first == seq:  # withdrawn again on a replay: a crash may have lost it
                 replaced = [(int(o[0]), list(o[1])) for o in record.get("over", ())]
             # written again on a replay too: a crash may have lost its record
@@ -220,22 +208,15 @@ def _apply_one(event: Event, state: StateAccess, now: float, out: BatchOutcome) 
         if first != seq:
             ignored = True  # a sale is voided once; the second void changes nothing
             if new:
-                progress.void_rejected += 1
-                out.dead_letters.append(
-                    DeadLetter(
-                        [f"void: sale {event.ref} already voided by seq {first}"],
-                        event.to_dict(),
-                        store,
-                        "void_rejected",
-                    )
-                )
+                _reject_void(progress, out, event.to_dict(), f"already voided by seq {first}")
 
     for old_seq, skus in replaced:  # the voids this one replaced give their units back
         out.withdrawn[store].add(old_seq)
         for sku in skus:
             key = stock_key(store, sku)
-            if state.stock(key).withdraw(old_seq):
-                state.stock(key).ver += 1
+            stock = state.stock(key)
+            if stock.withdraw(old_seq):
+                stock.ver += 1
             out.touched_stock.add(key)
 
     if not ignored:
@@ -341,6 +322,15 @@ def _void_of_sale(
     record["over"] = [*record.get("over", ()), replaced]
     record.update(seq=seq, skus=sorted(effects), id=event_id)
     return seq, replaced
+
+
+def _reject_void(
+    progress: ProgressState, out: BatchOutcome, event: dict[str, Any], why: str
+) -> None:
+    """Count and dead-letter the void of a sale that does not count (SPEC: voided once)."""
+    progress.void_rejected += 1
+    reason = f"void: sale {event['ref']} {why}"
+    out.dead_letters.append(DeadLetter([reason], event, event["store_id"], "void_rejected"))
 
 
 def _end_reservation(index: dict[str, Any], sku: str) -> None:

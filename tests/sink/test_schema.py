@@ -253,8 +253,8 @@ def test_a_withdrawn_void_leaves_the_ledger_sum(dsn: str) -> None:
     and the ledger's sum is the table's again. Sent again, it changes nothing."""
     from sink.reconcile import read_postgres
 
-    def void_record(offset: int, seq: int, on_hand: int, withdrawn: list[int]) -> SinkRecord:
-        record = _record(offset, ver=offset + 1, on_hand=on_hand, seqs=[seq])
+    def void_record(offset: int, seq: int, withdrawn: list[int]) -> SinkRecord:
+        record = _record(offset, ver=offset + 1, on_hand=0, seqs=[seq])
         (row,) = record.value["ledger"]
         row.update(type="void", qty=2, ref="sale-1")
         if withdrawn:
@@ -269,12 +269,12 @@ def test_a_withdrawn_void_leaves_the_ledger_sum(dsn: str) -> None:
             await ensure_temp_tables(conn)
             sale = _record(0, ver=1, on_hand=-2, seqs=[1])
             sale.value["ledger"][0]["qty"] = -2
-            await write_batch(conn, [sale, void_record(1, 4, 0, [])])
+            await write_batch(conn, [sale, void_record(1, 4, [])])
             sums.append((await read_postgres(dsn))[1])
-            await write_batch(conn, [void_record(2, 2, 0, [4])])  # seq 2 takes seq 4's place
+            await write_batch(conn, [void_record(2, 2, [4])])  # seq 2 takes seq 4's place
             sums.append((await read_postgres(dsn))[1])
             # the same correction again, with its own rows in the same batch (a replay)
-            await write_batch(conn, [SinkRecord("applied2", 0, 0, void_record(3, 2, 0, [4]).value)])
+            await write_batch(conn, [SinkRecord("applied2", 0, 0, void_record(3, 2, [4]).value)])
             sums.append((await read_postgres(dsn))[1])
             effects = await conn.fetch("SELECT outlet_seq, effect FROM ledger ORDER BY 1")
             assert [tuple(r) for r in effects] == [(1, "delta"), (2, "delta"), (4, "ignored")]
