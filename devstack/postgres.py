@@ -154,17 +154,17 @@ class EmbeddedPostgres(Killable):
             )  # fmt: skip
         if not self.port:
             self.port = free_port(self.host)
-        sock_dir = self.data_dir / "sock"
-        sock_dir.mkdir(exist_ok=True)
-        if user is not None:
-            _let_user_reach(sock_dir, user)
         self.proc = spawn(
             [
                 str(bin_dir / "postgres"),
                 "-D", str(self.pgdata),
                 "-h", self.host,
                 "-p", str(self.port),
-                "-k", str(sock_dir),
+                # TCP only: a Unix socket's path may not exceed 107 bytes, and
+                # one under a deep data dir (a long checkout path, pytest-xdist's
+                # temp dirs) made PostgreSQL exit at start; every client here
+                # connects to host:port anyway
+                "-k", "",
                 "-c", "max_connections=200",
                 "-c", "shared_buffers=128MB",
                 "-c", "fsync=on",

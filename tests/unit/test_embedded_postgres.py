@@ -1,0 +1,28 @@
+"""The development PostgreSQL starts wherever the project lives."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from devstack.postgres import EmbeddedPostgres, postgres_bin
+
+
+def test_it_starts_under_a_data_dir_too_deep_for_a_unix_socket(tmp_path: Path) -> None:
+    """A Unix socket's path is at most 107 bytes; PostgreSQL exited at start
+    when its socket went under a data dir as deep as this one (pytest-xdist's
+    temp dirs, a checkout in a long path). It listens on TCP only."""
+    deep = tmp_path / ("a-directory-with-a-long-name-" * 4) / "stack" / "postgres"
+    assert len(str(deep / "sock" / ".s.PGSQL.65535")) > 107
+    server = EmbeddedPostgres(deep)
+    server.start(timeout=60)
+    try:
+        answer = subprocess.run(
+            [str(postgres_bin() / "psql"), server.url(), "-Atc", "SELECT 1"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        assert answer.stdout.strip() == "1"
+    finally:
+        server.stop()
