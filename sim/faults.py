@@ -340,7 +340,7 @@ class Injector:
                 round(statistics.median(store_s.values()), 2) if store_s else None
             ),
             "drain_view_behind_s": round(looks.behind_asked_s, 2),
-            "sync_answer_max_s": round(looks.sync_answer_max_s, 2),
+            "sync_answer_max_s": round(looks.sync_answer_max_s, 3),  # ms: a quick answer is not 0
             "drain_cpu_cores": looks.role_cores or roles.cores(),
             **worker_shares(worker_before, looks.worker_after, took, len(self.cluster.workers)),
         }
