@@ -3,6 +3,9 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 PYTEST_ARGS ?=
+# tests run two at a time (pytest-xdist: most of an end-to-end test's time is
+# waiting for processes, joins and outages); 0 runs them one at a time in one process
+PYTEST_WORKERS ?= 2
 SIM_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -26,8 +29,8 @@ run:  ## embedded stack + one worker + two outlet agents + gentle simulated sale
 	$(BIN)/python -m devstack run
 
 .PHONY: test
-test:  ## the whole test suite (starts its own broker and PostgreSQL)
-	$(BIN)/pytest $(PYTEST_ARGS)
+test:  ## the whole test suite, two tests at a time (each runner starts its own broker and PostgreSQL)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 .PHONY: lint
 lint:  ## ruff + mypy --strict
